@@ -1,0 +1,63 @@
+"""Numbers the seeds report, and the map of which notebook reproduces what.
+
+Published numbers live here and nowhere else; notebooks put them beside their own.
+Seeds are the files in ``../shared/seeds/`` (000 ArcFace/RetinaFace slides, 001 the
+lightweight-recognition challenge paper, 002 its README, 003 the ArcFace/sub-center TPAMI
+abstract, 004 the ArcFace CVPR abstract).
+
+Taught in: notebooks/00_tour.ipynb
+"""
+
+from __future__ import annotations
+
+__all__ = ["ARCFACE_ABLATION", "BOOK_MAP"]
+
+BOOK_MAP: list[dict[str, str]] = [
+    {"notebook": "00_tour", "reproduces": "slides: softmax vs normalised softmax (2-D toy)",
+     "seed": "000", "modules": "toy, plotting, notebook, runner"},
+    {"notebook": "01_softmax_to_arcface",
+     "reproduces": "slides: feature geometry of softmax, NormFace, ArcFace", "seed": "000",
+     "modules": "margins, heads"},
+    {"notebook": "02_margin_zoo",
+     "reproduces": "ArcFace paper: target logit curves, decision margins", "seed": "000, 004",
+     "modules": "margins"},
+    {"notebook": "03_synthfaces", "reproduces": "data: SynthFaces identities, protocols",
+     "seed": "-", "modules": "data, align"},
+    {"notebook": "04_backbones_and_flops",
+     "reproduces": "challenge paper: FLOPs / size of the baselines", "seed": "001, 002",
+     "modules": "models, train"},
+    {"notebook": "05_all_pairs_evaluation",
+     "reproduces": "challenge: TPR@FPR=1e-8 over all pairs", "seed": "001, 002",
+     "modules": "evaluation"},
+    {"notebook": "06_margin_ablation",
+     "reproduces": "ArcFace paper Table 2 (margin ablation)", "seed": "000, 004",
+     "modules": "margins, train, evaluation"},
+    {"notebook": "07_subcenter_arcface",
+     "reproduces": "TPAMI Table 3 (sub-centers under label noise)", "seed": "003",
+     "modules": "heads, subcenter"},
+    {"notebook": "08_sharded_fc", "reproduces": "slides: ArcFace is efficient (model parallel)",
+     "seed": "000", "modules": "parallel"},
+    {"notebook": "09_retinaface", "reproduces": "slides: RetinaFace method", "seed": "000",
+     "modules": "detection"},
+    {"notebook": "10_retinaface_ablation",
+     "reproduces": "slides: RetinaFace ablation; RetinaFace improves ArcFace", "seed": "000",
+     "modules": "detection, align"},
+    {"notebook": "11_lightweight_challenge",
+     "reproduces": "challenge paper Tables 3-4, baselines", "seed": "001, 002",
+     "modules": "models, evaluation"},
+    {"notebook": "12_inversion_and_demo",
+     "reproduces": "slides: face inversion, image/video demo", "seed": "000",
+     "modules": "inversion"},
+]
+"""One row per planned notebook; the tour marks which of them exist in this checkout."""
+
+ARCFACE_ABLATION: dict[str, dict[str, float]] = {
+    # ArcFace paper, margin ablation: CASIA-WebFace, ResNet50; verification accuracy in %.
+    "normface": {"lfw": 98.56, "cfp_fp": 89.79, "agedb_30": 88.72},
+    "sphereface": {"lfw": 99.11, "cfp_fp": 94.38, "agedb_30": 91.70},
+    "cosface": {"lfw": 99.51, "cfp_fp": 95.44, "agedb_30": 94.56},
+    "arcface": {"lfw": 99.53, "cfp_fp": 95.56, "agedb_30": 95.15},
+    "cm1": {"lfw": 99.48, "cfp_fp": 95.12, "agedb_30": 94.38},
+    "cm2": {"lfw": 99.50, "cfp_fp": 95.24, "agedb_30": 94.86},
+}
+"""ArcFace paper margin ablation (CASIA, ResNet50): LFW / CFP-FP / AgeDB-30 accuracy in %."""

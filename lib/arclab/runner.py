@@ -1,0 +1,256 @@
+"""Execute the notebooks headless with papermill, and build the book from what they produced.
+
+Command line (run from the repository root)::
+
+    python -m arclab.runner list
+    python -m arclab.runner run --profile smoke [NAMES ...] [--out build/smoke] [--keep-going]
+    python -m arclab.runner book --profile book
+
+``run`` executes each notebook with the parameters of ``params/<profile>.yaml`` in a kernel
+that runs this very interpreter, writes the executed copy to ``build/<profile>/NAME.ipynb``
+(atomically: a failed run leaves ``NAME.failed.ipynb`` beside it and no fresh-looking output
+for Make to trust) and checks that the notebook wrote its results JSON. On failure it names the
+notebook, the cell and the exception, and exits with status 1.
+
+Taught in: notebooks/00_tour.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from arclab.notebook import load_params, profiles, repo_root, results_path
+
+__all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook_paths",
+           "resolve_notebooks", "run_notebooks"]
+
+KERNEL_NAME = "arclab-runner"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised, or finished without writing its results JSON."""
+
+
+def notebook_paths(notebooks_dir: Path | None = None) -> list[Path]:
+    """All ``NN_slug.ipynb`` notebooks, in book order."""
+    notebooks_dir = notebooks_dir or repo_root() / "notebooks"
+    return sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_notebooks(names: Sequence[str], notebooks_dir: Path | None = None) -> list[Path]:
+    """Notebook paths for names given as ``00_tour``, ``00``, ``00_tour.ipynb`` or a path.
+
+    An empty ``names`` means every notebook.
+
+    Raises:
+        ValueError: a name matches no notebook (the message lists the valid names).
+    """
+    available = notebook_paths(notebooks_dir)
+    if not names:
+        return available
+    by_stem = {p.stem: p for p in available}
+    chosen = []
+    for name in names:
+        stem = Path(name).name.removesuffix(".ipynb")
+        hits = [p for s, p in by_stem.items() if s == stem or s.split("_", 1)[0] == stem]
+        if len(hits) != 1:
+            raise ValueError(f"notebook {name!r} is not one of {sorted(by_stem)}")
+        chosen.append(hits[0])
+    return chosen
+
+
+@contextmanager
+def _kernel_for_this_interpreter() -> Iterator[str]:
+    """A temporary kernelspec whose kernel is ``sys.executable``, so the venv runs the code."""
+    with tempfile.TemporaryDirectory(prefix="arclab-kernel-") as tmp:
+        spec_dir = Path(tmp) / "kernels" / KERNEL_NAME
+        spec_dir.mkdir(parents=True)
+        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python (arclab)", "language": "python"}
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        old = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [tmp, old]))
+        try:
+            yield KERNEL_NAME
+        finally:
+            if old is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = old
+
+
+def _describe_failure(path: Path, err: Exception, failed_copy: Path) -> str:
+    cell = getattr(err, "cell_index", None)
+    if cell is None:  # not a cell error: kernel died, bad notebook JSON, ...
+        return f"{path.name} failed before or between cells: {type(err).__name__}: {err}"
+    source = textwrap.indent(textwrap.shorten(getattr(err, "source", ""), 300), "    ")
+    return (f"{path.name} failed in cell {cell} (execution count {err.exec_count}):\n{source}\n"
+            f"  {err.ename}: {err.evalue}\n  executed copy with the traceback: {failed_copy}")
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def execute_notebook(path: Path, profile: str, out_dir: Path, *, params_dir: Path | None = None,
+                     results_dir: Path | None = None, progress: bool = True) -> Path:
+    """Execute one notebook with ``profile``'s parameters; return the executed copy's path.
+
+    Raises:
+        NotebookFailed: a cell raised (message: notebook, cell index, exception) or the notebook
+            wrote no ``results/<profile>/<name>.json``.
+        ValueError: unknown profile.
+    """
+    import papermill as pm
+
+    parameters = load_params(profile, path.stem, params_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final, failed = out_dir / path.name, out_dir / f"{path.stem}.failed.ipynb"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ipynb", dir=out_dir)
+    os.close(fd)
+    env_before = {k: os.environ.get(k) for k in ("ARCLAB_PROFILE", "ARCLAB_RESULTS_DIR")}
+    os.environ["ARCLAB_PROFILE"] = profile
+    if results_dir is not None:
+        os.environ["ARCLAB_RESULTS_DIR"] = str(results_dir)
+    expected = results_path(path.stem, profile)
+    started = time.time()
+    try:
+        with _kernel_for_this_interpreter() as kernel:
+            pm.execute_notebook(str(path), tmp, parameters=parameters, kernel_name=kernel,
+                                cwd=str(path.parent), progress_bar=progress, log_output=False)
+    except Exception as err:
+        if Path(tmp).exists():
+            os.replace(tmp, failed)
+        raise NotebookFailed(_describe_failure(path, err, failed)) from err
+    finally:
+        _restore_env(env_before)
+    if not expected.is_file() or expected.stat().st_mtime < started - 1:
+        os.replace(tmp, failed)
+        raise NotebookFailed(f"{path.name} ran but wrote no results to {expected}; its last cell "
+                             "must call save_results(...)")
+    os.replace(tmp, final)
+    failed.unlink(missing_ok=True)
+    return final
+
+
+def run_notebooks(profile: str, names: Sequence[str] = (), *, out_dir: Path | None = None,
+                  notebooks_dir: Path | None = None, params_dir: Path | None = None,
+                  results_dir: Path | None = None, keep_going: bool = False) -> list[Path]:
+    """Execute several notebooks in order with a progress bar; see :func:`execute_notebook`.
+
+    Raises:
+        NotebookFailed: after the first failure, or after all when ``keep_going`` (the message
+            lists every failure).
+    """
+    from tqdm.auto import tqdm
+
+    if profile not in profiles(params_dir):
+        raise ValueError(f"profile must be one of {profiles(params_dir)}, got {profile!r}")
+    paths = resolve_notebooks(names, notebooks_dir)
+    out_dir = out_dir or repo_root() / "build" / profile
+    done, failures = [], []
+    bar = tqdm(paths, desc=f"notebooks ({profile})", unit="nb", disable=len(paths) < 2)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        try:
+            done.append(execute_notebook(path, profile, out_dir, params_dir=params_dir,
+                                         results_dir=results_dir))
+        except NotebookFailed as err:
+            failures.append(str(err))
+            if not keep_going:
+                break
+    if failures:
+        raise NotebookFailed("\n".join(failures))
+    return done
+
+
+def _vendor_mathjax(static_dir: Path) -> None:
+    """Copy MathJax 2.7 from the jupyter-server-mathjax package so pages render math offline."""
+    import jupyter_server_mathjax
+
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dest = static_dir / "mathjax"
+    if not (dest / "MathJax.js").is_file():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+
+
+def build_book(executed_dir: Path, *, book_dir: Path | None = None, strict: bool = True) -> Path:
+    """Render the book from executed notebooks (no execution); return the HTML index path.
+
+    Copies ``executed_dir/NN_*.ipynb`` into ``book_dir/notebooks/`` (fresh mtimes, so Sphinx
+    re-reads every page whose notebook changed) and MathJax into ``book_dir/_static/``, then runs
+    ``jupyter-book build`` (``-W -n --keep-going`` when ``strict``).
+
+    Raises:
+        FileNotFoundError: an executed notebook the table of contents needs is missing.
+        RuntimeError: jupyter-book failed or warned (its output is in the message).
+    """
+    book_dir = book_dir or repo_root() / "book"
+    staged = book_dir / "notebooks"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    sources = [p for p in notebook_paths(repo_root() / "notebooks")]
+    for src in sources:
+        executed = executed_dir / src.name
+        if not executed.is_file():
+            raise FileNotFoundError(f"{executed} is missing; run the notebooks first "
+                                    f"(make notebooks PROFILE={executed_dir.name})")
+        shutil.copyfile(executed, staged / src.name)
+    _vendor_mathjax(book_dir / "_static")
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_dir)]
+    cmd += ["-W", "-n", "--keep-going"] if strict else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n"
+                           f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return book_dir / "_build" / "html" / "index.html"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m arclab.runner", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list notebooks and profiles")
+    run = sub.add_parser("run", help="execute notebooks with a profile's parameters")
+    run.add_argument("names", nargs="*", help="notebooks (00_tour, 00 or a path); default: all")
+    for p in (run, sub.add_parser("book", help="render the book from executed notebooks")):
+        p.add_argument("--profile", default="book", help="smoke | book | full (default: book)")
+    run.add_argument("--out", type=Path, help="output folder (default: build/<profile>)")
+    run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print("profiles: " + ", ".join(profiles()))
+            print("\n".join(p.stem for p in notebook_paths()))
+        elif args.command == "run":
+            for path in run_notebooks(args.profile, args.names, out_dir=args.out,
+                                      keep_going=args.keep_going):
+                print(f"executed {path}")
+        else:
+            if args.profile not in profiles():
+                raise ValueError(f"profile must be one of {profiles()}, got {args.profile!r}")
+            print(f"book: {build_book(repo_root() / 'build' / args.profile)}")
+    except (NotebookFailed, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
