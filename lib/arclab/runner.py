@@ -193,7 +193,7 @@ def build_book(executed_dir: Path, *, book_dir: Path | None = None, strict: bool
     """Render the book from executed notebooks (no execution); return the HTML index path.
 
     Copies ``executed_dir/NN_*.ipynb`` into ``book_dir/notebooks/`` (fresh mtimes, so Sphinx
-    re-reads every page whose notebook changed) and MathJax into ``book_dir/_static/``, then runs
+    re-reads every page whose notebook changed) and MathJax into ``book_dir/_vendor/``, then runs
     ``jupyter-book build`` (``-W -n --keep-going`` when ``strict``).
 
     Raises:
@@ -211,7 +211,7 @@ def build_book(executed_dir: Path, *, book_dir: Path | None = None, strict: bool
             raise FileNotFoundError(f"{executed} is missing; run the notebooks first "
                                     f"(make notebooks PROFILE={executed_dir.name})")
         shutil.copyfile(executed, staged / src.name)
-    _vendor_mathjax(book_dir / "_static")
+    _vendor_mathjax(book_dir / "_vendor")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_dir)]
     cmd += ["-W", "-n", "--keep-going"] if strict else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
