@@ -70,6 +70,14 @@ def resolve_notebooks(names: Sequence[str], notebooks_dir: Path | None = None) -
     return chosen
 
 
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextmanager
 def _kernel_for_this_interpreter() -> Iterator[str]:
     """A temporary kernelspec whose kernel is ``sys.executable``, so the venv runs the code."""
@@ -79,15 +87,12 @@ def _kernel_for_this_interpreter() -> Iterator[str]:
         spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "Python (arclab)", "language": "python"}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        old = os.environ.get("JUPYTER_PATH")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [tmp, old]))
+        saved = {"JUPYTER_PATH": os.environ.get("JUPYTER_PATH")}
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [tmp, saved["JUPYTER_PATH"]]))
         try:
             yield KERNEL_NAME
         finally:
-            if old is None:
-                os.environ.pop("JUPYTER_PATH", None)
-            else:
-                os.environ["JUPYTER_PATH"] = old
+            _restore_env(saved)
 
 
 def _describe_failure(path: Path, err: Exception, failed_copy: Path) -> str:
@@ -97,14 +102,6 @@ def _describe_failure(path: Path, err: Exception, failed_copy: Path) -> str:
     source = textwrap.indent(textwrap.shorten(getattr(err, "source", ""), 300), "    ")
     return (f"{path.name} failed in cell {cell} (execution count {err.exec_count}):\n{source}\n"
             f"  {err.ename}: {err.evalue}\n  executed copy with the traceback: {failed_copy}")
-
-
-def _restore_env(saved: dict[str, str | None]) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def execute_notebook(path: Path, profile: str, out_dir: Path, *, params_dir: Path | None = None,
@@ -189,7 +186,8 @@ def _vendor_mathjax(static_dir: Path) -> None:
         shutil.copytree(src, dest, dirs_exist_ok=True)
 
 
-def build_book(executed_dir: Path, *, book_dir: Path | None = None, strict: bool = True) -> Path:
+def build_book(executed_dir: Path, *, book_dir: Path | None = None,
+               notebooks_dir: Path | None = None, strict: bool = True) -> Path:
     """Render the book from executed notebooks (no execution); return the HTML index path.
 
     Copies ``executed_dir/NN_*.ipynb`` into ``book_dir/notebooks/`` (fresh mtimes, so Sphinx
@@ -204,8 +202,7 @@ def build_book(executed_dir: Path, *, book_dir: Path | None = None, strict: bool
     staged = book_dir / "notebooks"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
-    sources = [p for p in notebook_paths(repo_root() / "notebooks")]
-    for src in sources:
+    for src in notebook_paths(notebooks_dir):
         executed = executed_dir / src.name
         if not executed.is_file():
             raise FileNotFoundError(f"{executed} is missing; run the notebooks first "
@@ -233,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--profile", default="book", help="smoke | book | full (default: book)")
     run.add_argument("--out", type=Path, help="output folder (default: build/<profile>)")
     run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    run.add_argument("--notebooks-dir", type=Path, help="where the notebooks are (default: notebooks/)")
+    run.add_argument("--params-dir", type=Path, help="where <profile>.yaml is (default: params/)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -240,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(p.stem for p in notebook_paths()))
         elif args.command == "run":
             for path in run_notebooks(args.profile, args.names, out_dir=args.out,
-                                      keep_going=args.keep_going):
+                                      notebooks_dir=args.notebooks_dir,
+                                      params_dir=args.params_dir, keep_going=args.keep_going):
                 print(f"executed {path}")
         else:
             if args.profile not in profiles():

@@ -1,0 +1,56 @@
+# arclab. Every target creates .venv first if it is missing, so a fresh clone needs only
+# Python 3.11 and `make`. Executed notebooks go to build/<profile>/; a notebook re-executes only
+# when it, params/<profile>.yaml or a file under lib/ changed.
+#   make book                  execute every notebook (book profile) and render book/_build/html
+#   make test                  lint, unit tests, smoke runs of every notebook, strict book build
+#   make notebooks PROFILE=smoke|book|full
+#   make lab                   JupyterLab on notebooks/ with the venv's kernel
+
+PYTHON   ?= $(shell command -v python3.11 || command -v python3)
+VENV     := .venv
+PY       := $(VENV)/bin/python
+PROFILE  ?= book
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+LIB      := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
+EXECUTED  = $(patsubst notebooks/%.ipynb,build/$(PROFILE)/%.ipynb,$(NOTEBOOKS))
+BOOK_SRC := book/_config.yml book/_toc.yml $(wildcard book/*.md)
+BOOK_STAMP = book/_build/.built-$(PROFILE)
+
+.PHONY: venv test book notebooks lab lint clean distclean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,docs]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+build/$(PROFILE)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml $(LIB) | $(VENV)/.installed
+	$(PY) -m arclab.runner run --profile $(PROFILE) $*
+
+notebooks: $(EXECUTED)
+
+$(BOOK_STAMP): $(EXECUTED) $(BOOK_SRC) | $(VENV)/.installed
+	rm -f book/_build/.built-*
+	$(PY) -m arclab.runner book --profile $(PROFILE)
+	touch $@
+
+book: $(BOOK_STAMP)
+	@echo "open book/_build/html/index.html"
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check lib tests $(wildcard benchmarks/*.py)
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check lib tests $(wildcard benchmarks/*.py)
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf build results book/_build book/notebooks book/_vendor .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the smoke run of every notebook happens once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arclab import runner
+from arclab.notebook import repo_root
+
+ROOT = repo_root()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> dict[str, Path]:
+    """Execute every notebook with the smoke profile into a temporary folder.
+
+    Returns the executed-notebooks folder and the results folder. A notebook that raises or
+    writes no results JSON fails every test that uses this fixture, with the runner's message.
+    """
+    base = tmp_path_factory.mktemp("smoke")
+    executed, results = base / "executed", base / "results"
+    runner.run_notebooks("smoke", out_dir=executed, results_dir=results, keep_going=True)
+    return {"executed": executed, "results": results}
+
+
+@pytest.fixture()
+def results_dir(tmp_path, monkeypatch) -> Path:
+    """Point save_results at a temporary folder."""
+    monkeypatch.setenv("ARCLAB_RESULTS_DIR", str(tmp_path))
+    return tmp_path

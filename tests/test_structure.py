@@ -1,0 +1,88 @@
+"""Checks over every notebook and the project files, without a kernel (STYLE.md, section 5)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import nbformat
+import pytest
+import yaml
+
+from arclab.notebook import NAME_PATTERN, repo_root
+from arclab.runner import notebook_paths
+
+ROOT = repo_root()
+NOTEBOOKS = notebook_paths(ROOT / "notebooks")
+PROFILES = sorted(p.stem for p in (ROOT / "params").glob("*.yaml"))
+
+
+def test_there_are_notebooks_and_profiles():
+    assert NOTEBOOKS, "no notebooks found"
+    assert PROFILES == ["book", "full", "smoke"]
+
+
+def parameter_names(nb) -> dict[str, object]:
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    names = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, \
+            f"parameters cell must hold simple assignments only, got {ast.dump(node)[:60]}"
+        names[node.targets[0].id] = ast.literal_eval(node.value)  # literals only
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(path):
+    assert NAME_PATTERN.match(path.stem)
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), \
+        f"{path.name} has outputs: run nbstripout"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "Reproduces:" in first.source, "the title cell must say what it reproduces"
+    for c in code:
+        assert len(c.source.splitlines()) <= 15, f"code cell over 15 lines:\n{c.source[:200]}"
+        assert not re.search(r"^\s*class\s", c.source, re.M), "no classes in notebooks"
+    assert "save_results(" in code[-1].source, "the last cell must call save_results"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert "profile" in parameter_names(nb)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_keys_are_parameters(profile):
+    data = yaml.safe_load((ROOT / "params" / f"{profile}.yaml").read_text()) or {}
+    by_name = {p.stem: p for p in NOTEBOOKS}
+    for name, params in data.items():
+        assert name in by_name, f"params/{profile}.yaml names {name!r}, not a notebook"
+        known = parameter_names(nbformat.read(by_name[name], as_version=4))
+        unknown = set(params) - set(known)
+        assert not unknown, f"params/{profile}.yaml: {name} has unknown parameters {unknown}"
+        assert "profile" not in params, "the runner sets profile itself"
+        for key, value in params.items():
+            assert type(value) is type(known[key]), f"{name}.{key}: {value!r} vs {known[key]!r}"
+
+
+def test_every_notebook_is_in_the_book():
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    files = set(re.findall(r"file:\s*notebooks/(\S+)", toc))
+    assert files == {p.stem for p in NOTEBOOKS}
+
+
+def test_taught_in_links_exist():
+    found = 0
+    for module in (ROOT / "lib" / "arclab").rglob("*.py"):
+        for target in re.findall(r"Taught in: (\S+\.ipynb)", module.read_text()):
+            assert (ROOT / target).is_file(), f"{module.name} points to missing {target}"
+            found += 1
+    assert found > 0
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
+    assert ci == ["make test"]
+    assert "make test" in (ROOT / "README.md").read_text()
