@@ -16,12 +16,14 @@ def write_notebook(path: Path, *cells: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     nbformat.write(nb, path)
     return path
 
 
-SAVE = "from arclab.notebook import save_results\nsave_results('{name}', {{'x': x}}, profile=profile)"
+SAVE = ("from arclab.notebook import save_results\n"
+        "save_results('{name}', {{'x': x}}, profile=profile)")
 
 
 @pytest.fixture()
@@ -31,7 +33,8 @@ def project(tmp_path, monkeypatch):
     nbs.mkdir(), params.mkdir()
     (params / "smoke.yaml").write_text("01_good:\n  x: 7\n")
     (params / "book.yaml").write_text("")
-    write_notebook(nbs / "01_good.ipynb", "x = 1\nprofile = 'interactive'", SAVE.format(name="01_good"))
+    write_notebook(nbs / "01_good.ipynb", "x = 1\nprofile = 'interactive'",
+                   SAVE.format(name="01_good"))
     write_notebook(nbs / "02_raises.ipynb", "profile = 'x'", "y = 2", "1 / 0")
     write_notebook(nbs / "03_silent.ipynb", "profile = 'x'", "z = 3")
     monkeypatch.delenv("ARCLAB_RESULTS_DIR", raising=False)
@@ -39,8 +42,9 @@ def project(tmp_path, monkeypatch):
 
 
 def run(project, *names, **kw):
-    return runner.run_notebooks("smoke", names, out_dir=project["out"], notebooks_dir=project["nbs"],
-                                params_dir=project["params"], results_dir=project["results"], **kw)
+    return runner.run_notebooks("smoke", names, out_dir=project["out"],
+                                notebooks_dir=project["nbs"], params_dir=project["params"],
+                                results_dir=project["results"], **kw)
 
 
 def test_runner_injects_profile_parameters_and_checks_results(project):

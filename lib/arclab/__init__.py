@@ -40,7 +40,8 @@ def get_device(prefer: str | None = None) -> torch.device:
         try:
             device = torch.device(prefer)
         except RuntimeError as err:
-            raise ValueError(f"prefer must be a device such as 'cpu' or 'cuda:0', got {prefer!r}") from err
+            raise ValueError(
+                f"prefer must be a device such as 'cpu' or 'cuda:0', got {prefer!r}") from err
         available = {
             "cpu": True,
             "cuda": torch.cuda.is_available(),

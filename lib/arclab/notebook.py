@@ -47,7 +47,8 @@ NAME_PATTERN = re.compile(r"^\d{2}_[a-z0-9_]+$")
 def repo_root() -> Path:
     """The arclab checkout this package was installed from (editable install), else the cwd."""
     here = Path(arclab.__file__).resolve().parents[2]
-    return here if (here / "pyproject.toml").is_file() and (here / "notebooks").is_dir() else Path.cwd()
+    is_checkout = (here / "pyproject.toml").is_file() and (here / "notebooks").is_dir()
+    return here if is_checkout else Path.cwd()
 
 
 def _git_sha(root: Path) -> str:
@@ -100,7 +101,7 @@ def _check_profile(profile: str) -> None:
 
 
 def results_path(name: str, profile: str) -> Path:
-    """Where ``save_results(name, ..., profile=profile)`` writes: ``<dir>/<profile>/<name>.json``."""
+    """Where :func:`save_results` writes: ``<results dir>/<profile>/<name>.json``."""
     _check_name(name)
     _check_profile(profile)
     base = os.environ.get("ARCLAB_RESULTS_DIR")

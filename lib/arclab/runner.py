@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--profile", default="book", help="smoke | book | full (default: book)")
     run.add_argument("--out", type=Path, help="output folder (default: build/<profile>)")
     run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
-    run.add_argument("--notebooks-dir", type=Path, help="where the notebooks are (default: notebooks/)")
+    run.add_argument("--notebooks-dir", type=Path, help="notebooks folder (default: notebooks/)")
     run.add_argument("--params-dir", type=Path, help="where <profile>.yaml is (default: params/)")
     args = parser.parse_args(argv)
     try:
