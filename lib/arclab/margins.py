@@ -41,8 +41,8 @@ __all__ = [
 
 COS_EPS = 1e-7
 """The derivative of ``arccos``, −1/√(1 − c²), is infinite at ±1: arclab evaluates it at the
-cosine clamped to [−1 + COS_EPS, 1 − COS_EPS] (so it stays finite: about −2,236 at the clamp in
-float64, −2,048 in float32), while the *values* use the exact arccos of the cosine clamped to [−1, 1]."""
+cosine clamped to [−1 + COS_EPS, 1 − COS_EPS], where it is finite (about −2,236 in float64,
+−2,048 in float32), while the *values* use the exact arccos of the cosine clamped to [−1, 1]."""
 
 COS_TOLERANCE = 1e-4
 """How far outside [−1, 1] an input cosine may be (rounding in the normalised product)."""
