@@ -210,17 +210,44 @@ def margin_logits(cosine: Tensor, labels: Tensor, *, s: float = 64.0, m1: float 
     _check_inputs(cosine, labels, s)
     if gradient not in ("exact", "straight_through"):
         raise ValueError(f"gradient must be 'exact' or 'straight_through', got {gradient!r}")
-    logits = cosine * s
-    rows = (labels >= 0).nonzero().squeeze(1)
-    if rows.numel() == 0:
+    target_logit(cosine.new_zeros(0), m1=m1, m2=m2, m3=m3, overflow=overflow)  # checks options
+    return _MarginLogits.apply(cosine, labels, float(s), (m1, m2, m3, overflow),
+                               gradient == "exact")
+
+
+class _MarginLogits(torch.autograd.Function):
+    """s·cosine with the target entries replaced, in one pass forward and one backward.
+
+    Autograd through ``cosine[rows, cols]`` and an index_put would build and add two more full
+    (N, C) tensors in the backward pass (about 2x the time of plain cross-entropy at C = 100k);
+    the derivative of the target logit only concerns N entries, so it is taken on those alone.
+    """
+
+    @staticmethod
+    def forward(ctx, cosine, labels, s, margin, exact):  # noqa: ANN001, ANN205
+        m1, m2, m3, overflow = margin
+        rows = (labels >= 0).nonzero().squeeze(1)
+        cols = labels[rows]
+        slope = None
+        with torch.enable_grad():
+            cos_y = cosine.detach()[rows, cols].requires_grad_()
+            target = target_logit(cos_y, m1=m1, m2=m2, m3=m3, overflow=overflow)
+            if ctx.needs_input_grad[0] and exact and rows.numel():
+                (slope,) = torch.autograd.grad(target.sum(), cos_y)  # elementwise: the slopes
+        logits = cosine * s
+        logits[rows, cols] = s * target.detach()
+        ctx.save_for_backward(rows, cols, slope)
+        ctx.s = s
         return logits
-    cols = labels[rows]
-    cos_y = cosine[rows, cols]
-    target = target_logit(cos_y, m1=m1, m2=m2, m3=m3, overflow=overflow)
-    if gradient == "straight_through":
-        target = cos_y + (target - cos_y).detach()
-    logits[rows, cols] = s * target  # in place: the product's backward does not need its output
-    return logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        rows, cols, slope = ctx.saved_tensors
+        grad_cosine = grad * ctx.s  # d(s·cos θ)/d cos θ everywhere; straight-through stops here
+        if slope is not None:
+            grad_cosine[rows, cols] *= slope  # d target / d cos θ_y at the N target entries
+        return grad_cosine, None, None, None, None
 
 
 class MarginLoss(nn.Module):
