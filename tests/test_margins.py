@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from arclab import margins
+from arclab import margin_variants, margins
 from arclab.margins import PRESETS, MarginLoss, margin_logits, target_logit
 
 NORMALISED = {k: v for k, v in PRESETS.items() if v.normalised}
@@ -200,33 +200,53 @@ def test_margin_loss_presets_and_softmax():
 def test_sphereface_psi_is_monotonic_and_matches_cos_m_theta_on_first_piece():
     theta = torch.linspace(0, math.pi, 10001, dtype=torch.float64)
     for m in (1, 2, 3, 4):
-        psi = margins.sphereface_psi(theta, m)
+        psi = margin_variants.sphereface_psi(theta, m)
         assert (psi.diff() <= 1e-12).all()
         assert psi[-1].item() == pytest.approx(-(2 * m - 1))
         first = theta <= math.pi / m
         torch.testing.assert_close(psi[first], torch.cos(m * theta[first]))
-    assert margins.sphereface_psi(torch.tensor([0.0]), 1).item() == 1.0
+    assert margin_variants.sphereface_psi(torch.tensor([0.0]), 1).item() == 1.0
     with pytest.raises(ValueError, match="m must be an integer"):
-        margins.sphereface_psi(theta, 1.35)
+        margin_variants.sphereface_psi(theta, 1.35)
 
 
 def test_sphereface_lambda_and_annealed_logit():
-    assert margins.sphereface_lambda(0) == 1000.0
-    assert margins.sphereface_lambda(100) == pytest.approx(1000 / 13)
-    assert margins.sphereface_lambda(10**7) == 5.0
+    assert margin_variants.sphereface_lambda(0) == 1000.0
+    assert margin_variants.sphereface_lambda(100) == pytest.approx(1000 / 13)
+    assert margin_variants.sphereface_lambda(10**7) == 5.0
     cos = torch.tensor([0.3], dtype=torch.float64)
-    psi = margins.sphereface_psi(torch.acos(cos), 4)
-    got = margins.sphereface_target_logit(cos, m=4, lam=5.0)
+    psi = margin_variants.sphereface_psi(torch.acos(cos), 4)
+    got = margin_variants.sphereface_target_logit(cos, m=4, lam=5.0)
     torch.testing.assert_close(got, (5.0 * cos + psi) / 6.0)
     with pytest.raises(ValueError, match="iteration"):
-        margins.sphereface_lambda(-1)
+        margin_variants.sphereface_lambda(-1)
 
 
 def test_li_arcface_is_linear_in_theta():
     cos, labels = random_problem(n=16, c=4, seed=6)
-    out = margins.li_arcface_logits(cos, labels, s=10.0, m=0.45)
+    out = margin_variants.li_arcface_logits(cos, labels, s=10.0, m=0.45)
     theta = torch.acos(cos)
     expected = 10.0 * (math.pi - 2 * theta) / math.pi
     rows = (labels >= 0).nonzero().squeeze(1)
     expected[rows, labels[rows]] -= 10.0 * 2 * 0.45 / math.pi
     torch.testing.assert_close(out, expected)
+
+
+def test_angular_margin_closed_forms():
+    from arclab.margin_geometry import angular_margin_deg, target_gradient
+
+    theta = torch.linspace(5, 140, 28, dtype=torch.float64)
+    arc = angular_margin_deg(theta, m2=0.5)
+    torch.testing.assert_close(arc, torch.full_like(theta, math.degrees(0.5)))
+    sphere = angular_margin_deg(theta[theta < 130], m1=1.35)
+    torch.testing.assert_close(sphere, 0.35 * theta[theta < 130])
+    cos = angular_margin_deg(theta, m3=0.35)
+    expected = torch.rad2deg(torch.acos((torch.cos(torch.deg2rad(theta)) - 0.35).clamp(-1, 1)))
+    torch.testing.assert_close(cos, expected - theta)
+    rad = torch.deg2rad(theta)
+    exact = target_gradient(theta, m1=1.2, m2=0.3, s=2.0)
+    inside = 1.2 * rad + 0.3 <= math.pi
+    torch.testing.assert_close(exact[inside], -2.0 * 1.2 * torch.sin(1.2 * rad[inside] + 0.3))
+    torch.testing.assert_close(exact[~inside], -2.0 * torch.sin(rad[~inside]))  # cos θ − δ
+    st = target_gradient(theta, m1=1.2, m2=0.3, s=2.0, gradient="straight_through")
+    torch.testing.assert_close(st, -2.0 * torch.sin(rad))

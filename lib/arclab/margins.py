@@ -3,6 +3,8 @@
 SphereFace is the m1 margin, ArcFace m2, CosFace m3 (slides, loss L4). The target logit of each
 row gets the margin; every other logit stays s·cos θ. θ is in radians throughout.
 
+SphereFace's original integer-m ψ(θ) and Li-ArcFace live in :mod:`arclab.margin_variants`.
+
 Two choices the common public code makes silently are named options here:
 
 - ``gradient``: ``"exact"`` differentiates the margin expression itself; ``"straight_through"``
@@ -29,13 +31,9 @@ __all__ = [
     "PRESETS",
     "MarginLoss",
     "Margin",
-    "li_arcface_logits",
     "margin_logits",
     "overflow_angle",
     "safe_acos",
-    "sphereface_lambda",
-    "sphereface_psi",
-    "sphereface_target_logit",
     "target_logit",
 ]
 
@@ -303,59 +301,3 @@ class MarginLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.margin.label or self.margin}, s={self.s}, gradient={self.gradient}, " \
                f"overflow={self.overflow}"
-
-
-def sphereface_psi(theta: Tensor, m: int = 4) -> Tensor:
-    """SphereFace's original ψ(θ) = (−1)^k·cos(m·θ) − 2k for θ in [kπ/m, (k+1)π/m].
-
-    Monotonically decreasing from 1 at θ = 0 to −(2m − 1) at θ = π, for integer m ≥ 1.
-
-    Shapes: any. Units: θ in radians, in [0, π].
-
-    Example:
-        >>> sphereface_psi(torch.tensor([0.0, math.pi]), m=4)
-        tensor([ 1., -7.])
-    """
-    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-        raise ValueError(f"m must be an integer >= 1 (SphereFace's original margin), got {m!r}")
-    k = torch.floor(m * theta / math.pi).clamp(0, m - 1)
-    sign = 1 - 2 * torch.remainder(k, 2)
-    return sign * torch.cos(m * theta) - 2 * k
-
-
-def sphereface_lambda(iteration: int, *, base: float = 1000.0, gamma: float = 0.12,
-                      power: float = 1.0, lambda_min: float = 5.0) -> float:
-    """SphereFace's annealing weight λ = max(λ_min, base·(1 + γ·iteration)^(−power)).
-
-    Example:
-        >>> sphereface_lambda(0), sphereface_lambda(10**6)
-        (1000.0, 5.0)
-    """
-    if iteration < 0:
-        raise ValueError(f"iteration must be >= 0, got {iteration}")
-    return max(lambda_min, base * (1 + gamma * iteration) ** (-power))
-
-
-def sphereface_target_logit(cosine: Tensor, *, m: int = 4, lam: float = 0.0) -> Tensor:
-    """SphereFace's annealed target logit (λ·cos θ + ψ(θ)) / (1 + λ), per unit feature norm.
-
-    λ = 0 is the pure margin; large λ (early training) is nearly plain cos θ.
-    """
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
-    return (lam * cosine + sphereface_psi(safe_acos(cosine), m)) / (1 + lam)
-
-
-def li_arcface_logits(cosine: Tensor, labels: Tensor, *, s: float = 64.0,
-                      m: float = 0.45) -> Tensor:
-    """Li-ArcFace: logits linear in the angle, s·(π − 2θ_j)/π, with s·(π − 2(θ_y + m))/π at
-    the target.
-
-    Shapes and label convention as :func:`margin_logits`. Units: m in radians.
-    """
-    _check_inputs(cosine, labels, s)
-    theta = safe_acos(cosine)
-    shift = torch.zeros_like(theta)
-    rows = (labels >= 0).nonzero().squeeze(1)
-    shift[rows, labels[rows]] = m
-    return s * (math.pi - 2 * (theta + shift)) / math.pi

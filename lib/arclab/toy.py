@@ -1,6 +1,6 @@
-"""Two-dimensional toy features for seeing softmax and normalised-softmax geometry by eye.
+"""Toy data and tiny networks for seeing softmax, NormFace and ArcFace geometry by eye.
 
-Taught in: notebooks/00_tour.ipynb
+Taught in: notebooks/00_tour.ipynb and notebooks/01_softmax_to_arcface.ipynb
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["fit_linear_classifier", "linear_logits", "make_blobs_2d", "scale_consistency"]
+__all__ = ["angular_stats", "embedding_mlp", "fit_embedding", "fit_linear_classifier",
+           "linear_logits", "make_blobs_2d", "make_identities", "scale_consistency"]
 
 
 def make_blobs_2d(n_classes: int = 4, n_per_class: int = 100, *,
@@ -106,3 +107,105 @@ def scale_consistency(x: Tensor, predict, factors: tuple[float, ...] = (0.25, 4.
     for factor in factors:
         same &= predict(factor * x) == base
     return same.float().mean().item()
+
+
+def make_identities(n_classes: int = 8, n_per_class: int = 100, *, dim: int = 32,
+                    noise: float = 0.6, quality: tuple[float, float] = (0.3, 1.0),
+                    seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Toy "face images": one random prototype per identity, plus noise, times a quality.
+
+    Sample = q · (prototype + noise · ε): prototypes are random unit vectors, ε ~ N(0, I/dim)
+    (so ``noise`` is the typical noise norm relative to the prototype's) and q is uniform in
+    ``quality`` (low-quality samples are fainter, as blurred faces give low-norm features).
+
+    Shapes: returns x (N, dim) float32 and y (N,) int64, N = n_classes · n_per_class.
+
+    Example:
+        >>> x, y = make_identities(3, 4, dim=8)
+        >>> tuple(x.shape), y.tolist()[:5]
+        ((12, 8), [0, 0, 0, 0, 1])
+    """
+    for name, value in (("n_classes", n_classes), ("n_per_class", n_per_class), ("dim", dim)):
+        if not isinstance(value, int) or value < (2 if name == "n_classes" else 1):
+            raise ValueError(f"{name} must be a positive integer (n_classes >= 2), got {value!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    if not 0 < quality[0] <= quality[1]:
+        raise ValueError(f"quality must be (low, high) with 0 < low <= high, got {quality!r}")
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = F.normalize(torch.randn(n_classes, dim, generator=gen), dim=1)
+    y = torch.arange(n_classes).repeat_interleave(n_per_class)
+    eps = torch.randn(len(y), dim, generator=gen) / math.sqrt(dim)
+    q = quality[0] + (quality[1] - quality[0]) * torch.rand(len(y), 1, generator=gen)
+    return (q * (prototypes[y] + noise * eps)).float(), y
+
+
+def embedding_mlp(in_dim: int, emb_dim: int, hidden: int = 64) -> nn.Sequential:
+    """A tiny backbone: in_dim -> hidden -> hidden -> emb_dim, ReLU between, no final activation.
+
+    Shapes: (N, in_dim) -> (N, emb_dim).
+    """
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                         nn.ReLU(), nn.Linear(hidden, emb_dim))
+
+
+def fit_embedding(x: Tensor, y: Tensor, *, preset: str, emb_dim: int = 2, s: float = 16.0,
+                  steps: int = 600, lr: float = 0.01, seed: int = 0) -> dict:
+    """Train ``embedding_mlp`` + the preset's head with its margin loss, full batch, Adam.
+
+    Args:
+        preset: a key of ``arclab.margins.PRESETS`` (``softmax`` uses a linear head with bias).
+        s: the scale of normalised presets (ignored by ``softmax``).
+
+    Returns:
+        {"features": (N, emb_dim) embeddings after training, "weight": (C, emb_dim) class
+        weights, "losses": one float per step, "model", "head"}.
+    """
+    from arclab.heads import make_head
+    from arclab.margins import MarginLoss
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    torch.manual_seed(seed)
+    model, head = embedding_mlp(x.shape[1], emb_dim), make_head(preset, emb_dim, int(y.max()) + 1)
+    loss_fn = MarginLoss(preset, s=s)
+    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(head(model(x)), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        features = model(x)
+    return {"features": features, "weight": head.weight.detach().clone(), "losses": losses,
+            "model": model, "head": head}
+
+
+def angular_stats(features: Tensor, y: Tensor) -> dict[str, float]:
+    """Angles that describe how compact and how separated the classes are, in degrees.
+
+    Class centres are the normalised means of each class's normalised features (the same
+    definition for every loss, softmax included).
+
+    Returns:
+        intra_deg: mean angle between a feature and its own class centre;
+        nearest_centre_deg: mean angle between a feature and the nearest *other* centre;
+        centre_min_deg: smallest angle between two class centres;
+        gap_deg: smallest angle between two features of different classes (0 if they overlap);
+        accuracy: share of features whose nearest centre is their own.
+    """
+    f = F.normalize(features.double(), dim=1)
+    n_classes = int(y.max()) + 1
+    centres = F.normalize(torch.stack([f[y == c].mean(0) for c in range(n_classes)]), dim=1)
+    to_centres = torch.rad2deg(torch.acos((f @ centres.T).clamp(-1, 1)))
+    own = to_centres.gather(1, y[:, None]).squeeze(1)
+    others = to_centres.scatter(1, y[:, None], float("inf")).min(1).values
+    between = torch.rad2deg(torch.acos((centres @ centres.T).clamp(-1, 1)))
+    between.fill_diagonal_(float("inf"))
+    pair = torch.rad2deg(torch.acos((f @ f.T).clamp(-1, 1)))
+    pair[y[:, None] == y[None, :]] = float("inf")
+    return {"intra_deg": own.mean().item(), "nearest_centre_deg": others.mean().item(),
+            "centre_min_deg": between.min().item(), "gap_deg": pair.min().item(),
+            "accuracy": (to_centres.argmin(1) == y).double().mean().item()}
