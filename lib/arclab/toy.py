@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["angular_stats", "embedding_mlp", "fit_embedding", "fit_linear_classifier",
-           "linear_logits", "make_blobs_2d", "make_identities", "scale_consistency"]
+__all__ = ["angles_to_centres", "angular_stats", "embedding_mlp", "fit_embedding",
+           "fit_linear_classifier", "linear_logits", "make_blobs_2d", "make_identities",
+           "scale_consistency"]
 
 
 def make_blobs_2d(n_classes: int = 4, n_per_class: int = 100, *,
@@ -183,29 +184,41 @@ def fit_embedding(x: Tensor, y: Tensor, *, preset: str, emb_dim: int = 2, s: flo
             "model": model, "head": head}
 
 
-def angular_stats(features: Tensor, y: Tensor) -> dict[str, float]:
-    """Angles that describe how compact and how separated the classes are, in degrees.
+def _centres(f: Tensor, y: Tensor) -> Tensor:
+    n_classes = int(y.max()) + 1
+    return F.normalize(torch.stack([f[y == c].mean(0) for c in range(n_classes)]), dim=1)
+
+
+def angles_to_centres(features: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per sample: the angle to its own class centre and to the nearest other centre, degrees.
 
     Class centres are the normalised means of each class's normalised features (the same
-    definition for every loss, softmax included).
+    definition for every loss, softmax included). Shapes: (N, D), (N,) -> (N,), (N,).
+    """
+    f = F.normalize(features.double(), dim=1)
+    to_centres = torch.rad2deg(torch.acos((f @ _centres(f, y).T).clamp(-1, 1)))
+    own = to_centres.gather(1, y[:, None]).squeeze(1)
+    others = to_centres.scatter(1, y[:, None], float("inf")).min(1).values
+    return own, others
+
+
+def angular_stats(features: Tensor, y: Tensor) -> dict[str, float]:
+    """Angles that describe how compact and how separated the classes are, in degrees.
 
     Returns:
         intra_deg: mean angle between a feature and its own class centre;
         nearest_centre_deg: mean angle between a feature and the nearest *other* centre;
         centre_min_deg: smallest angle between two class centres;
-        gap_deg: smallest angle between two features of different classes (0 if they overlap);
-        accuracy: share of features whose nearest centre is their own.
+        gap_deg: smallest angle between two features of different classes;
+        accuracy: share of features closer to their own centre than to any other.
     """
     f = F.normalize(features.double(), dim=1)
-    n_classes = int(y.max()) + 1
-    centres = F.normalize(torch.stack([f[y == c].mean(0) for c in range(n_classes)]), dim=1)
-    to_centres = torch.rad2deg(torch.acos((f @ centres.T).clamp(-1, 1)))
-    own = to_centres.gather(1, y[:, None]).squeeze(1)
-    others = to_centres.scatter(1, y[:, None], float("inf")).min(1).values
+    own, others = angles_to_centres(f, y)
+    centres = _centres(f, y)
     between = torch.rad2deg(torch.acos((centres @ centres.T).clamp(-1, 1)))
     between.fill_diagonal_(float("inf"))
     pair = torch.rad2deg(torch.acos((f @ f.T).clamp(-1, 1)))
     pair[y[:, None] == y[None, :]] = float("inf")
     return {"intra_deg": own.mean().item(), "nearest_centre_deg": others.mean().item(),
             "centre_min_deg": between.min().item(), "gap_deg": pair.min().item(),
-            "accuracy": (to_centres.argmin(1) == y).double().mean().item()}
+            "accuracy": (own < others).double().mean().item()}

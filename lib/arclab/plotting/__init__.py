@@ -1,0 +1,21 @@
+"""One figure style and the figure functions the notebooks call.
+
+Every figure function takes ``ax=None`` (a new figure when absent), labels its axes with units,
+titles the claim it shows and returns the ``Figure``.
+
+Taught in: notebooks/00_tour.ipynb
+"""
+
+from arclab.plotting.geometry import angle_histograms, decision_regions, features_2d, features_3d
+from arclab.plotting.margin_curves import (
+    decision_margins,
+    gradient_curves,
+    margin_panel,
+    overflow_policies,
+    target_logit_curves,
+)
+from arclab.plotting.style import class_colours, use_style
+
+__all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
+           "features_2d", "features_3d", "gradient_curves", "margin_panel", "overflow_policies",
+           "target_logit_curves", "use_style"]
