@@ -51,3 +51,39 @@ def test_00_tour_matches_an_independent_recomputation(smoke_run):
     assert res["scale_consistency"]["softmax"] < 0.95  # softmax reads the norm
     assert min(res["accuracy"].values()) > 0.9
     assert res["notebooks_present"] == len(notebook_paths(ROOT / "notebooks"))
+
+
+def test_01_softmax_to_arcface_matches_a_retrained_model(smoke_run):
+    res = results(smoke_run, "01_softmax_to_arcface")
+    p = smoke_params("01_softmax_to_arcface", {"n_classes": 8, "n_per_class": 150,
+                                               "input_dim": 32, "noise": 1.5, "steps": 600,
+                                               "s": 16.0, "seed": 0})
+    assert res["n_train"] == res["n_test"] == p["n_classes"] * p["n_per_class"] // 2
+    assert res["pseudocode_max_abs_diff"] < 1e-4  # the slides' six lines == margin_logits
+    x, y = toy.make_identities(p["n_classes"], p["n_per_class"], dim=p["input_dim"],
+                               noise=p["noise"], seed=p["seed"])
+    run = toy.fit_embedding(x[::2], y[::2], preset="arcface", emb_dim=2, s=p["s"],
+                            steps=p["steps"], seed=p["seed"])
+    again = toy.angular_stats(run["features"], y[::2])
+    for key, value in again.items():
+        assert res["angular_stats_2d_train"]["arcface"][key] == pytest.approx(value, abs=1e-6)
+    assert res["final_loss"]["arcface"] == pytest.approx(run["losses"][-1], rel=1e-6)
+    for split in ("angular_stats_2d_train", "angular_stats_2d_test", "angular_stats_3d_test"):
+        for stats in res[split].values():
+            assert 0 <= stats["intra_deg"] <= 180 and 0 <= stats["accuracy"] <= 1
+
+
+def test_02_margin_zoo_numbers_are_the_closed_forms(smoke_run):
+    import math
+
+    res = results(smoke_run, "02_margin_zoo")
+    arc = res["angular_margin_deg"]["arcface"]
+    assert all(v == pytest.approx(math.degrees(0.5)) for v in arc.values())
+    sphere = res["angular_margin_deg"]["sphereface"]
+    assert sphere["θ1=30°"] == pytest.approx(0.35 * 30) and sphere["θ1=90°"] == \
+        pytest.approx(0.35 * 90)
+    cos = res["angular_margin_deg"]["cosface"]["θ1=60°"]
+    assert cos == pytest.approx(math.degrees(math.acos(0.5 - 0.35)) - 60)
+    assert res["overflow_angle_deg"]["sphereface"] == pytest.approx(180 / 1.35)
+    assert all(r["monotonic"] == 0 for r in res["max_rise"].values())
+    assert res["max_rise"]["sphereface"]["raw"] > 0 and res["max_rise"]["arcface"]["easy"] > 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from arclab.margins import Gradient, Overflow, margin_logits, target_logit
+from arclab.margins import Gradient, Margin, Overflow, margin_logits, target_logit
 
-__all__ = ["angular_margin_deg", "decision_boundary_deg", "target_gradient"]
+__all__ = ["angular_margin_deg", "angular_margin_table", "decision_boundary_deg", "max_rise",
+           "target_gradient"]
 
 
 def decision_boundary_deg(theta1_deg: Tensor, *, m1: float = 1.0, m2: float = 0.0,
@@ -61,3 +62,22 @@ def target_gradient(theta_deg: Tensor, *, m1: float = 1.0, m2: float = 0.0, m3: 
                            overflow=overflow)
     (grad,) = torch.autograd.grad(logits.sum(), theta_rad)
     return grad
+
+
+def angular_margin_table(presets: dict[str, Margin],
+                         probe_deg: tuple[float, ...] = (10.0, 30.0, 60.0, 90.0)
+                         ) -> dict[str, dict[str, float]]:
+    """{preset: {"θ1=10°": margin in degrees, ...}}: :func:`angular_margin_deg` at a few θ1."""
+    probe = torch.tensor(probe_deg, dtype=torch.float64)
+    return {name: {f"θ1={t:g}°": v for t, v in zip(probe_deg, angular_margin_deg(
+        probe, m1=m.m1, m2=m.m2, m3=m.m3).tolist())} for name, m in presets.items()}
+
+
+def max_rise(presets: dict[str, Margin], *, points: int = 721,
+             policies: tuple[str, ...] = ("raw", "easy", "monotonic")
+             ) -> dict[str, dict[str, float]]:
+    """Largest increase of target logit / s between neighbouring angles on a θ grid over
+    [0°, 180°] (0 when the curve never rises), per preset and overflow policy."""
+    cos = torch.cos(torch.deg2rad(torch.linspace(0, 180, points, dtype=torch.float64)))
+    return {name: {p: target_logit(cos, m1=m.m1, m2=m.m2, m3=m.m3, overflow=p).diff().max()
+                   .clamp(min=0).item() for p in policies} for name, m in presets.items()}

@@ -38,6 +38,7 @@ __all__ = [
     "results_path",
     "save_results",
     "summary_table",
+    "table",
 ]
 
 NAME_PATTERN = re.compile(r"^\d{2}_[a-z0-9_]+$")
@@ -243,3 +244,15 @@ def summary_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame([{k: row[k] for k in keys} for row in rows]).set_index("claim")
     table["reproduces"] = ["yes" if bool(r) else "no" for r in table["reproduces"]]
     return table
+
+
+def table(rows: dict[str, dict[str, Any]], digits: int = 2) -> pd.DataFrame:
+    """A DataFrame with one row per key of ``rows`` (e.g. per loss), numbers rounded.
+
+    Example:
+        >>> table({"arcface": {"gap_deg": 41.234}}, digits=1).to_dict()
+        {'gap_deg': {'arcface': 41.2}}
+    """
+    import pandas as pd
+
+    return pd.DataFrame.from_dict(rows, orient="index").round(digits)

@@ -22,7 +22,8 @@ __all__ = ["angle_histograms", "decision_regions", "features_2d", "features_3d"]
 
 def decision_regions(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                      y: torch.Tensor, *, weight: torch.Tensor | None = None,
-                     extent: float | None = None, resolution: int = 300, title: str = "",
+                     extent: float | None = None, resolution: int = 300,
+                     title: str = "Decision regions",
                      ax: Axes | None = None) -> Figure:
     """Class regions of a 2-D classifier, the points, and the class weight directions.
 
@@ -64,7 +65,8 @@ def _unit_circle(ax: Axes) -> None:
 
 
 def features_2d(features: torch.Tensor, y: torch.Tensor, *, weight: torch.Tensor | None = None,
-                normalise: bool = False, title: str = "", ax: Axes | None = None) -> Figure:
+                normalise: bool = False, title: str = "Embeddings by identity",
+                ax: Axes | None = None) -> Figure:
     """2-D embeddings coloured by class, with the class weight directions as lines.
 
     ``normalise`` projects features onto the unit circle (what a cosine head sees).
@@ -91,7 +93,8 @@ def features_2d(features: torch.Tensor, y: torch.Tensor, *, weight: torch.Tensor
     return fig
 
 
-def features_3d(features: torch.Tensor, y: torch.Tensor, *, title: str = "",
+def features_3d(features: torch.Tensor, y: torch.Tensor, *,
+                title: str = "Embeddings on the unit sphere",
                 ax: Axes | None = None) -> Figure:
     """3-D embeddings normalised onto the unit sphere, coloured by class.
 
@@ -132,5 +135,5 @@ def angle_histograms(angles: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
                 label=f"{name}: to nearest other centre")
     ax.set(xlabel="angle θ (degrees)", ylabel="samples", xlim=(0, 180),
            title="Margins push own-class angles down and other-class angles up")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
