@@ -40,6 +40,7 @@ book: $(BOOK_STAMP)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check lib tests $(wildcard benchmarks/*.py)
+	$(VENV)/bin/nbstripout --verify $(NOTEBOOKS)
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
