@@ -1,0 +1,1 @@
+"""SynthFaces generator, protocols and real-format readers."""

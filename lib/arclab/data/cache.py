@@ -1,0 +1,129 @@
+"""Render protocol items in batches, cache the pixels on disk, and serve them to torch.
+
+The cache key is a hash of everything that decides the pixels (generator config, items,
+size, alignment, renderer version), so a changed parameter never reads stale images. Files are
+uint8 ``.npy`` arrays (N, H, W, 3) opened as read-only memory maps, written atomically.
+
+Taught in: notebooks/03_synthfaces.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from arclab.data.params import SynthConfig
+from arclab.data.synth import render_faces
+
+__all__ = ["RENDER_VERSION", "FaceDataset", "cache_dir", "cached_render", "render_items"]
+
+RENDER_VERSION = 1
+"""Bumped whenever the renderer's pixels change, which invalidates every cache entry."""
+
+
+def cache_dir() -> Path:
+    """``$ARCLAB_CACHE`` if set, else ``~/.cache/arclab``."""
+    return Path(os.environ.get("ARCLAB_CACHE", Path.home() / ".cache" / "arclab"))
+
+
+def render_items(cfg: SynthConfig, items: dict, *, size: int = 112, aligned: bool = True,
+                 batch_size: int = 256, progress: bool = True) -> dict[str, np.ndarray]:
+    """Render every item; returns images uint8 (N, H, W, 3), landmarks float32 (N, 5, 2) and
+    boxes float32 (N, 4) in pixels."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = len(items["identity"])
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    landmarks, boxes = np.empty((n, 5, 2), np.float32), np.empty((n, 4), np.float32)
+    starts = range(0, n, batch_size)
+    for s in tqdm(starts, desc="rendering", unit="batch", leave=False, disable=not progress):
+        e = min(s + batch_size, n)
+        over = {k: torch.as_tensor(v[s:e]) for k, v in items.get("overrides", {}).items()}
+        out = render_faces(cfg, items["identity"][s:e], items["index"][s:e], size=size,
+                           aligned=aligned, **over)
+        images[s:e] = (out["images"] * 255 + 0.5).clamp(0, 255).byte().permute(0, 2, 3, 1)
+        landmarks[s:e], boxes[s:e] = out["landmarks"].numpy(), out["boxes"].numpy()
+    return {"images": images, "landmarks": landmarks, "boxes": boxes}
+
+
+def _key(cfg: SynthConfig, items: dict, size: int, aligned: bool) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"cfg": asdict(cfg), "size": size, "aligned": aligned,
+                         "version": RENDER_VERSION}, sort_keys=True).encode())
+    for name in ("identity", "index"):
+        h.update(np.ascontiguousarray(items[name], dtype=np.int64).tobytes())
+    for name, value in sorted(items.get("overrides", {}).items()):
+        h.update(name.encode() + np.ascontiguousarray(value, dtype=np.float32).tobytes())
+    return h.hexdigest()[:24]
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_render(cfg: SynthConfig, items: dict, *, size: int = 112, aligned: bool = True,
+                  directory: Path | None = None, progress: bool = True) -> dict:
+    """:func:`render_items` through an on-disk cache; images come back as a read-only memmap.
+
+    Returns the same keys as ``render_items`` plus ``"cached"`` (True if read from disk) and
+    ``"path"`` of the image file.
+    """
+    directory = Path(directory) if directory is not None else cache_dir() / "synthfaces"
+    directory.mkdir(parents=True, exist_ok=True)
+    key = _key(cfg, items, size, aligned)
+    paths = {k: directory / f"{key}.{k}.npy" for k in ("images", "landmarks", "boxes")}
+    cached = all(p.is_file() for p in paths.values())
+    if not cached:
+        out = render_items(cfg, items, size=size, aligned=aligned, progress=progress)
+        for name in ("landmarks", "boxes", "images"):  # images last: it marks completeness
+            _atomic_save(paths[name], out[name])
+    result = {k: np.load(p, mmap_mode="r" if k == "images" else None, allow_pickle=False)
+              for k, p in paths.items()}
+    expected = (len(items["identity"]), size, size, 3)
+    if result["images"].shape != expected:
+        raise ValueError(f"cache file {paths['images']} has shape {result['images'].shape}, "
+                         f"expected {expected}; delete it")
+    return {**result, "cached": cached, "path": paths["images"]}
+
+
+class FaceDataset(Dataset):
+    """Images (N, H, W, 3) uint8 with labels, as normalised float tensors for training.
+
+    ``__getitem__`` returns ((3, H, W) float32 in [−1, 1], label int64); with ``flip`` each
+    image is mirrored with probability 1/2 (the only augmentation ArcFace training uses).
+    """
+
+    def __init__(self, images: np.ndarray, labels, *, flip: bool = False) -> None:
+        labels = np.asarray(labels)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} "
+                             f"{images.shape}")
+        if labels.shape != (len(images),):
+            raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+        self.images, self.labels, self.flip = images, labels.astype(np.int64), flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(2)
+        return img, int(self.labels[i])

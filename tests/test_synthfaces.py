@@ -1,0 +1,182 @@
+"""SynthFaces: determinism, landmarks on the rendered features, protocols, noise, cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from arclab.align import template, umeyama
+from arclab.data import cache, protocols
+from arclab.data.params import SynthConfig, identity_params, nuisance_params
+from arclab.data.render import render
+from arclab.data.synth import render_faces
+
+CLEAN = SynthConfig(background=False, occlusion_rate=0.0, blur_px=0.0, noise=0.0,
+                    jpeg_rate=0.0)
+
+
+def luminance(img: torch.Tensor, x: float, y: float) -> float:
+    xi, yi = int(round(x)), int(round(y))
+    return float(img[:, yi, xi].mean())
+
+
+def test_same_seed_identity_index_gives_identical_bytes_whatever_the_batch():
+    cfg = SynthConfig(seed=3)
+    a = render_faces(cfg, [5, 7, 9], [0, 1, 2], size=48)["images"]
+    b = render_faces(cfg, [9, 5], [2, 0], size=48)["images"]
+    assert torch.equal(a[2], b[0]) and torch.equal(a[0], b[1])
+    c = render_faces(replace(cfg, seed=4), [5], [0], size=48)["images"]
+    assert not torch.equal(a[0], c[0])
+    assert not torch.equal(a[0], render_faces(cfg, [5], [1], size=48)["images"][0])
+
+
+def test_aligned_crops_are_least_squares_aligned_to_the_template():
+    out = render_faces(SynthConfig(), list(range(8)), [0] * 8, size=112)
+    lm = out["landmarks"].double()
+    refit = umeyama(lm, template(112).expand(8, 5, 2))  # already optimal: the identity
+    torch.testing.assert_close(refit, torch.eye(2, 3, dtype=torch.float64).expand(8, 2, 3),
+                               atol=1e-4, rtol=0)
+    frontal = render_faces(SynthConfig(), list(range(8)), [0] * 8, size=112, yaw=0.0,
+                           pitch=0.0, roll=0.0, smile=0.0)
+    assert (frontal["landmarks"] - template(112)).norm(dim=2).mean() < 4.0  # pixels
+
+
+@pytest.mark.parametrize("yaw", [0.0, 25.0, -30.0])
+def test_landmarks_land_on_the_rendered_features(yaw):
+    ids = list(range(6))
+    out = render_faces(CLEAN, ids, [0] * 6, size=320, aligned=False, yaw=yaw, pitch=0.0,
+                       roll=5.0, eye_open=1.0, mouth_open=0.0, smile=0.0)
+    for img, lm in zip(out["images"], out["landmarks"]):
+        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = lm.tolist()
+        cheek = luminance(img, (lx + mlx) / 2, (ly + mly) / 2)
+        assert luminance(img, lx, ly) < 0.5 * cheek, "left eye landmark is not on the pupil"
+        assert luminance(img, rx, ry) < 0.5 * cheek, "right eye landmark is not on the pupil"
+        mid_y = (mly + mry) / 2
+        inside = img[:, int(round(mid_y)), int(round(mlx + 0.25 * (mrx - mlx)))]
+        skin = img[:, int(round((ly + mly) / 2)), int(round((lx + mlx) / 2))]
+        assert inside[0] / inside[1] > skin[0] / skin[1] + 0.05, "mouth corners miss the lips"
+        assert abs(nx - (lx + rx) / 2) < abs(rx - lx), "nose tip is between the eyes"
+        assert ly < ny < mid_y
+
+
+def test_boxes_hold_the_landmarks_and_scale_with_the_face():
+    out = render_faces(SynthConfig(), list(range(10)), [1] * 10, size=128, aligned=False)
+    lm, box = out["landmarks"], out["boxes"]
+    assert (lm[..., 0] >= box[:, None, 0]).all() and (lm[..., 0] <= box[:, None, 2]).all()
+    assert (lm[..., 1] >= box[:, None, 1]).all() and (lm[..., 1] <= box[:, None, 3]).all()
+    width = box[:, 2] - box[:, 0]
+    k = 128 * 0.33 * out["nuisance"]["scale"]
+    assert torch.corrcoef(torch.stack([width, k]))[0, 1] > 0.5
+
+
+def test_renderer_is_differentiable_in_identity_parameters():
+    cfg = CLEAN
+    ident = identity_params(cfg, [0, 1])
+    nuis = nuisance_params(cfg, [0, 1], [0, 0])
+    ident["eye_r"] = ident["eye_r"].clone().requires_grad_()
+    f2p = torch.tensor([[40.0, 0, 32], [0, 40.0, 32]]).expand(2, 2, 3).contiguous()
+    img, _ = render(ident, nuis, f2p, 64, background=False, post=False)
+    img.sum().backward()
+    grad = ident["eye_r"].grad
+    assert torch.isfinite(grad).all() and (grad != 0).all()
+    with torch.no_grad():  # the sign agrees with a finite difference
+        bumped = dict(ident, eye_r=ident["eye_r"] + 1e-3)
+        diff = (render(bumped, nuis, f2p, 64, background=False, post=False)[0].sum((1, 2, 3))
+                - img.detach().sum((1, 2, 3))) / 1e-3
+    assert (torch.sign(diff) == torch.sign(grad)).all()
+
+
+def test_nuisance_overrides_and_identity_spread():
+    n = nuisance_params(SynthConfig(), [0, 1, 2], [0, 0, 0], yaw=70.0,
+                        age=np.array([0.1, 0.5, 0.9], np.float32))
+    assert n["yaw"].tolist() == [70.0] * 3 and n["age"].tolist() == pytest.approx([.1, .5, .9])
+    same = identity_params(SynthConfig(identity_spread=0.0), [0, 1])
+    assert all(torch.equal(v[0], v[1]) for v in same.values())
+    with pytest.raises(ValueError, match="unknown nuisance override 'yawn'"):
+        nuisance_params(SynthConfig(), [0], [0], yawn=1.0)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: render_faces(SynthConfig(), [0], [0], size=8), "size must be"),
+    (lambda: render_faces(SynthConfig(), [-1], [0]), "identities must be"),
+    (lambda: render_faces(SynthConfig(), [0, 1], [0]), "indices must have the length"),
+    (lambda: SynthConfig(noise=-0.1), "noise must be"),
+    (lambda: SynthConfig(occlusion_rate=1.5), "occlusion_rate must be in"),
+    (lambda: protocols.training_set(SynthConfig(), 0, 5), "n_identities must be"),
+    (lambda: protocols.training_set(SynthConfig(), 5, -2), "n_per_identity must be"),
+    (lambda: protocols.make_protocol("ijb", SynthConfig()), "protocol must be one of"),
+    (lambda: protocols.inject_label_noise([0, 1], closed_rate=0.7, open_rate=0.5),
+     "closed_rate \\+ open_rate"),
+])
+def test_bad_input_raises(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_protocol_counts_and_disjoint_identities():
+    cfg = SynthConfig()
+    lfw = protocols.lfw_pairs(cfg, n_identities=50, pairs_per_fold=40, n_folds=10)
+    assert len(lfw["issame"]) == 400 and lfw["issame"].sum() == 200
+    assert np.bincount(lfw["fold"]).tolist() == [40] * 10
+    same = lfw["left"]["identity"] == lfw["right"]["identity"]
+    assert np.array_equal(same, lfw["issame"])
+    assert (lfw["left"]["identity"] >= protocols.EVAL_OFFSET).all()
+    cfp = protocols.cfp_fp_pairs(cfg, n_identities=50, n_pairs=100)
+    assert (np.abs(cfp["left"]["overrides"]["yaw"]) <= 5).all()
+    assert (np.abs(cfp["right"]["overrides"]["yaw"]) >= 55).all()
+    age = protocols.agedb_pairs(cfg, n_identities=50, n_pairs=100, min_gap=0.5)
+    gap = np.abs(age["left"]["overrides"]["age"] - age["right"]["overrides"]["age"])
+    assert (gap >= 0.5 - 1e-6).all()
+    allp = protocols.all_pairs_set(cfg, 7, 5)
+    ids = allp["items"]["identity"]
+    pos = sum(int(a == b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    assert allp["n_positive_pairs"] == pos == 70
+    assert allp["n_negative_pairs"] == 35 * 34 // 2 - 70
+    video = protocols.video_tracks(cfg, 3, 12)
+    yaw = video["items"]["overrides"]["yaw"].reshape(3, 12)
+    assert (np.abs(np.diff(yaw, axis=1)) < 6).all()  # smooth pose
+
+
+def test_label_noise_rates_and_masks_are_exact():
+    labels = np.repeat(np.arange(20), 10)
+    out = protocols.inject_label_noise(labels, closed_rate=0.15, open_rate=0.05, seed=3)
+    assert (out["noise"] == 1).sum() == 30 and (out["noise"] == 2).sum() == 10
+    flipped = out["noise"] == 1
+    assert (out["label"][flipped] != labels[flipped]).all()
+    assert (out["label"][~flipped] == labels[~flipped]).all()
+    assert (out["identity"][out["noise"] == 2] >= protocols.OUTLIER_OFFSET).all()
+    assert (out["identity"][out["noise"] != 2] == labels[out["noise"] != 2]).all()
+    assert 0 <= out["label"].min() and out["label"].max() < 20
+
+
+def test_cache_round_trip_and_key(tmp_path):
+    items = protocols.training_set(SynthConfig(), 3, 2)["items"]
+    first = cache.cached_render(SynthConfig(), items, size=32, directory=tmp_path,
+                                progress=False)
+    again = cache.cached_render(SynthConfig(), items, size=32, directory=tmp_path,
+                                progress=False)
+    assert not first["cached"] and again["cached"]
+    assert np.array_equal(first["images"], again["images"])
+    direct = render_faces(SynthConfig(), items["identity"], items["index"], size=32)["images"]
+    expected = (direct * 255 + 0.5).clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(np.asarray(again["images"]), expected)
+    other = cache.cached_render(SynthConfig(seed=1), items, size=32, directory=tmp_path,
+                                progress=False)
+    assert not other["cached"] and other["path"] != first["path"]
+
+
+def test_face_dataset_flip_and_range():
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    ds = cache.FaceDataset(images, [0, 1, 2, 3], flip=False)
+    x, y = ds[2]
+    assert y == 2 and x.shape == (3, 8, 8) and x.min() >= -1 and x.max() <= 1
+    torch.testing.assert_close(x, torch.from_numpy(images[2]).permute(2, 0, 1) / 127.5 - 1)
+    flips = cache.FaceDataset(images, [0, 1, 2, 3], flip=True)
+    torch.manual_seed(0)
+    seen = {bool(torch.equal(flips[1][0], ds[1][0].flip(2))) for _ in range(20)}
+    assert seen == {True, False}
+    with pytest.raises(ValueError, match="labels must have shape"):
+        cache.FaceDataset(images, [0, 1])
