@@ -180,3 +180,21 @@ def test_face_dataset_flip_and_range():
     assert seen == {True, False}
     with pytest.raises(ValueError, match="labels must have shape"):
         cache.FaceDataset(images, [0, 1])
+
+
+def test_detection_scene_labels():
+    from arclab.data.scenes import _difficulty, render_scene
+
+    cfg = SynthConfig(seed=2)
+    a, b = render_scene(cfg, 5, height=160, width=200), render_scene(cfg, 5, height=160,
+                                                                      width=200)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+    assert a["image"].shape == (3, 160, 200) and len(a["boxes"]) >= 1
+    lm, box = a["landmarks"], a["boxes"]
+    assert (lm[..., 0] >= box[:, None, 0] - 1e-4).all() and (lm[..., 0] <= box[:, None, 2]
+                                                              + 1e-4).all()
+    assert len(a["difficulty"]) == len(a["boxes"]) == len(a["identities"])
+    assert _difficulty(15, 0.0, False) == 2 and _difficulty(60, 0.2, False) == 0
+    assert _difficulty(60, 0.2, True) == 1 and _difficulty(30, 1.5, False) == 2
+    with pytest.raises(ValueError, match="n_faces"):
+        render_scene(cfg, 0, n_faces=(3, 1))

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from arclab.data.params import SynthConfig
 from arclab.data.synth import render_faces
 
-__all__ = ["RENDER_VERSION", "FaceDataset", "cache_dir", "cached_render", "render_items"]
+__all__ = ["RENDER_VERSION", "FaceDataset", "cache_dir", "cached_render", "render_items",
+           "render_pairs"]
 
 RENDER_VERSION = 1
 """Bumped whenever the renderer's pixels change, which invalidates every cache entry."""
@@ -127,3 +128,14 @@ class FaceDataset(Dataset):
         if self.flip and torch.rand(()) < 0.5:
             img = img.flip(2)
         return img, int(self.labels[i])
+
+
+def render_pairs(protocol: dict, *, size: int = 112, directory: Path | None = None,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The left and right images (P, H, W, 3) uint8 of a pair protocol, through the cache."""
+    cfg = protocol["config"]
+    left = cached_render(cfg, protocol["left"], size=size, directory=directory,
+                         progress=progress)["images"]
+    right = cached_render(cfg, protocol["right"], size=size, directory=directory,
+                          progress=progress)["images"]
+    return left, right

@@ -19,7 +19,7 @@ from arclab.data.params import SynthConfig
 
 __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pairs_set",
            "cfp_fp_pairs", "inject_label_noise", "lfw_pairs", "make_protocol", "training_set",
-           "video_tracks"]
+           "verification_pairs", "video_tracks"]
 
 EVAL_OFFSET = 1_000_000
 OUTLIER_OFFSET = 2_000_000
@@ -62,21 +62,30 @@ def _pairs(rng, n_identities: int, n_pairs: int, offset: int):
     return a[order], b[order], issame[order]
 
 
+def verification_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 6000,
+                       n_folds: int = 10) -> dict:
+    """Pairs of evaluation identities under ``cfg`` as it is: half positive in every fold.
+
+    Returns {"config", "left", "right" (items), "issame" (P,) bool, "fold" (P,) int}.
+    """
+    n_ids = _positive("n_identities", n_identities, 2)
+    folds = _positive("n_folds", n_folds)
+    per = _positive("n_pairs", n_pairs, 2 * folds) // folds
+    rng = np.random.default_rng([cfg.seed, 11])
+    a, b, same = zip(*(_pairs(rng, n_ids, per, EVAL_OFFSET) for _ in range(folds)))
+    n = per * folds
+    return {"config": cfg, "left": _items(np.concatenate(a), np.arange(n)),
+            "right": _items(np.concatenate(b), np.arange(n) + n),
+            "issame": np.concatenate(same), "fold": np.repeat(np.arange(folds), per)}
+
+
 def lfw_pairs(cfg: SynthConfig, n_identities: int = 500, pairs_per_fold: int = 600,
               n_folds: int = 10) -> dict:
-    """LFW-like 10-fold pairs: mostly frontal (pose spread × 0.4), half positive per fold."""
-    n_ids = _positive("n_identities", n_identities, 2)
-    per, folds = _positive("pairs_per_fold", pairs_per_fold, 2), _positive("n_folds", n_folds)
-    rng = np.random.default_rng([cfg.seed, 11])
-    a, b, same, fold = [], [], [], []
-    for f in range(folds):
-        x, y, s = _pairs(rng, n_ids, per, EVAL_OFFSET)
-        a.append(x), b.append(y), same.append(s), fold.append(np.full(per, f))
-    n = per * folds
+    """LFW-like 10-fold pairs: mostly frontal (yaw spread × 0.4, pitch × 0.5), half positive
+    per fold."""
     frontal = replace(cfg, yaw_deg=cfg.yaw_deg * 0.4, pitch_deg=cfg.pitch_deg * 0.5)
-    return {"config": frontal, "left": _items(np.concatenate(a), np.arange(n)),
-            "right": _items(np.concatenate(b), np.arange(n) + n),
-            "issame": np.concatenate(same), "fold": np.concatenate(fold)}
+    per = _positive("pairs_per_fold", pairs_per_fold, 2)
+    return verification_pairs(frontal, n_identities, per * n_folds, n_folds)
 
 
 def cfp_fp_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,

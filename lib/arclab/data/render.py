@@ -154,7 +154,7 @@ def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
 
 
 def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor, size: int,
-           *, background: bool = True, post: bool = True) -> tuple[Tensor, Tensor]:
+           *, background: bool = True, post: bool = True, return_alpha: bool = False):
     """Render B faces into ``size``×``size`` images.
 
     Args:
@@ -163,7 +163,9 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
         background: cluttered background (else mid grey). post: blur, quantisation, noise.
 
     Returns:
-        images (B, 3, size, size) float32 in [0, 1]; landmarks (B, 5, 2) in output pixels.
+        images (B, 3, size, size) float32 in [0, 1]; landmarks (B, 5, 2) in output pixels;
+        with ``return_alpha`` also the face's coverage (B, size, size) in [0, 1] (head, hair
+        and hand), for compositing faces into scenes.
     """
     b = len(face_to_px)
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
@@ -229,6 +231,11 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     if post:
         img = _post(img, nuis, size / 112.0)
     lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
+    if return_alpha:
+        hand = _ellipse(x, y, nuis["occ_u"][:, None, None] * 0.5, nuis["occ_v"][:, None, None]
+                        * 0.5, 0.32, 0.45, pxs) * (nuis["occlusion"] == 3)[:, None, None]
+        alpha = torch.maximum(torch.maximum(hair_mask, head), hand)
+        return img.clamp(0, 1), lm, alpha
     return img.clamp(0, 1), lm
 
 

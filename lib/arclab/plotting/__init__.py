@@ -7,6 +7,7 @@ Taught in: notebooks/00_tour.ipynb
 """
 
 from arclab.plotting.geometry import angle_histograms, decision_regions, features_2d, features_3d
+from arclab.plotting.images import image_grid
 from arclab.plotting.margin_curves import (
     decision_margins,
     gradient_curves,
@@ -17,5 +18,5 @@ from arclab.plotting.margin_curves import (
 from arclab.plotting.style import class_colours, use_style
 
 __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
-           "features_2d", "features_3d", "gradient_curves", "margin_panel", "overflow_policies",
-           "target_logit_curves", "use_style"]
+           "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
+           "overflow_policies", "target_logit_curves", "use_style"]
