@@ -26,8 +26,7 @@ import torch
 from torch import Tensor
 
 from arclab.evaluation._passes import SPECULATION_BUDGET, counts_of, scan, speculate, to_cache
-from arclab.evaluation._select import (missing, nearest_step, nearest_window, strict_answer,
-                                       wilson)
+from arclab.evaluation._select import missing, nearest_step, nearest_window, strict_answer, wilson
 from arclab.evaluation._tiles import DEFAULT_BINS, PairMask, prepare
 
 __all__ = ["DEFAULT_BINS", "roc_curve_allpairs", "tpr_at_fpr"]
