@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -87,3 +88,31 @@ def test_02_margin_zoo_numbers_are_the_closed_forms(smoke_run):
     assert res["overflow_angle_deg"]["sphereface"] == pytest.approx(180 / 1.35)
     assert all(r["monotonic"] == 0 for r in res["max_rise"].values())
     assert res["max_rise"]["sphereface"]["raw"] > 0 and res["max_rise"]["arcface"]["easy"] > 0
+
+
+def test_03_synthfaces_protocols_and_baseline(smoke_run):
+    from arclab.data import protocols
+    from arclab.data.params import SynthConfig
+
+    res = results(smoke_run, "03_synthfaces")
+    p = smoke_params("03_synthfaces", {"n_eval_ids": 300, "n_pairs": 1200, "seed": 0,
+                                       "n_train_ids": 200, "n_train_per_id": 4})
+    counts = res["protocol_counts"]
+    for name in ("lfw", "cfp_fp", "agedb"):
+        assert counts[name]["pairs"] == p["n_pairs"] and counts[name]["positive"] == \
+            p["n_pairs"] // 2 and counts[name]["folds"] == 10
+    m = p["n_eval_ids"] * 5
+    assert counts["all_pairs"]["pairs"] == m * (m - 1) // 2
+    n_train = p["n_train_ids"] * p["n_train_per_id"]
+    expected = protocols.inject_label_noise(
+        protocols.training_set(SynthConfig(seed=p["seed"]), p["n_train_ids"],
+                               p["n_train_per_id"])["label"],
+        closed_rate=0.1, open_rate=0.2, seed=p["seed"])["noise"]
+    assert list(res["label_noise_counts"].values()) == np.bincount(expected,
+                                                                   minlength=3).tolist()
+    assert sum(res["label_noise_counts"].values()) == n_train
+    for acc in res["baseline_accuracy"].values():
+        assert 0 <= acc["accuracy_%"] <= 100
+    for sweep in res["difficulty_sweeps"].values():
+        assert len(sweep["levels"]) == len(sweep["accuracy"])
+    assert res["round_trip"] == {"recordio": True, "bin": True}

@@ -50,6 +50,9 @@ def test_notebook_shape(path):
     assert "save_results(" in code[-1].source, "the last cell must call save_results"
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert "profile" in parameter_names(nb)
+    import papermill as pm  # papermill must parse every parameter line (comments included)
+
+    assert set(pm.inspect_notebook(str(path))) == set(parameter_names(nb))
 
 
 @pytest.mark.parametrize("profile", PROFILES)

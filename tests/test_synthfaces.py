@@ -186,8 +186,8 @@ def test_detection_scene_labels():
     from arclab.data.scenes import _difficulty, render_scene
 
     cfg = SynthConfig(seed=2)
-    a, b = render_scene(cfg, 5, height=160, width=200), render_scene(cfg, 5, height=160,
-                                                                      width=200)
+    a = render_scene(cfg, 5, height=160, width=200, n_faces=(2, 4), face_px=(12.0, 60.0))
+    b = render_scene(cfg, 5, height=160, width=200, n_faces=(2, 4), face_px=(12.0, 60.0))
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
     assert a["image"].shape == (3, 160, 200) and len(a["boxes"]) >= 1
     lm, box = a["landmarks"], a["boxes"]
@@ -198,3 +198,22 @@ def test_detection_scene_labels():
     assert _difficulty(60, 0.2, True) == 1 and _difficulty(30, 1.5, False) == 2
     with pytest.raises(ValueError, match="n_faces"):
         render_scene(cfg, 0, n_faces=(3, 1))
+
+
+def test_pixel_pca_recovers_a_planted_subspace():
+    from arclab.data.baseline import fit_pixel_pca, pixel_pca_embed
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((8 * 8 * 3, 3)))[0]  # 3 orthonormal directions
+    coeff = rng.standard_normal((200, 3)) * np.array([40.0, 20.0, 10.0])
+    flat = 128 + coeff @ basis.T
+    images = np.clip(flat, 0, 255).round().astype(np.uint8).reshape(200, 3, 8, 8)
+    images = images.transpose(0, 2, 3, 1)
+    model = fit_pixel_pca(images, 3, size=8)
+    comps = model["components"].double().numpy()
+    overlap = np.linalg.svd(comps @ basis)[1]  # cosines of principal angles
+    assert overlap.min() > 0.99
+    emb = pixel_pca_embed(images, model)
+    assert emb.shape == (200, 3) and abs(float(emb[:, 0].std()) - 40 / 255) < 0.02
+    with pytest.raises(ValueError, match="dim must be"):
+        fit_pixel_pca(images, 0)

@@ -4,7 +4,7 @@ The 5 points are, in order: left eye, right eye, nose tip, left mouth corner, ri
 corner (left/right as seen in the image). Coordinates are (x, y) in pixels, x to the right,
 y down, with pixel centres at integer coordinates.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def align_faces(images: Tensor, landmarks: Tensor, size: int = 112) -> Tensor:
         >>> align_faces(img, template(112).float().expand(2, 5, 2) + 20, 112).shape
         torch.Size([2, 3, 112, 112])
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
     if landmarks.ndim != 3 or landmarks.shape[1:] != (5, 2) or landmarks.shape[0] != len(images):
         raise ValueError(f"landmarks must have shape ({len(images)}, 5, 2), got "

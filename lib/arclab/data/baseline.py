@@ -2,22 +2,28 @@
 SynthFaces protocol is: a protocol this baseline solves (≥ 99.5%) or cannot beat chance with
 says nothing about margins.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_pixel_pca", "pixel_pca_embed"]
+from arclab.data.params import SynthConfig
+
+__all__ = ["NUISANCE_SWEEPS", "clean_config", "difficulty_sweep", "fit_pixel_pca",
+           "pair_accuracy", "pixel_pca_embed"]
 
 
 def _pixels(images: np.ndarray, size: int) -> torch.Tensor:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3), got {images.shape}")
-    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+    x = torch.tensor(np.asarray(images))  # a copy: cached images are read-only memmaps
+    x = x.permute(0, 3, 1, 2).float() / 255
     return F.adaptive_avg_pool2d(x, size).flatten(1)
 
 
@@ -45,3 +51,46 @@ def pixel_pca_embed(images: np.ndarray, model: dict, batch_size: int = 2048) -> 
     out = [(_pixels(images[s:s + batch_size], model["size"]) - model["mean"])
            @ model["components"].T for s in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, len(model["components"]))
+
+
+NUISANCE_SWEEPS: dict[str, tuple[float, ...]] = {
+    "yaw_deg": (0.0, 15.0, 30.0, 45.0),
+    "blur_px": (0.0, 1.0, 2.0, 3.0),
+    "occlusion_rate": (0.0, 0.33, 0.67, 1.0),
+    "noise": (0.0, 0.06, 0.12, 0.18),
+    "age_jitter": (0.0, 0.1, 0.2, 0.3),
+}
+"""Levels of each nuisance knob (a ``SynthConfig`` field) for the difficulty curves."""
+
+
+def clean_config(seed: int = 0) -> SynthConfig:
+    """A config with every nuisance off: frontal, sharp, noiseless, unoccluded, neutral."""
+    return SynthConfig(seed=seed, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, blur_px=0.0,
+                       noise=0.0, jpeg_rate=0.0, occlusion_rate=0.0, expression=0.0,
+                       age_jitter=0.0, scale_jitter=0.0, shift_jitter=0.0)
+
+
+def pair_accuracy(model: dict, left: np.ndarray, right: np.ndarray, issame) -> dict:
+    """10-fold verification accuracy of the pixel-PCA baseline on image pairs (LFW rule)."""
+    from arclab.evaluation.verification import verification_accuracy_10fold
+
+    return verification_accuracy_10fold(pixel_pca_embed(left, model),
+                                        pixel_pca_embed(right, model), np.asarray(issame))
+
+
+def difficulty_sweep(model: dict, knob: str, levels=None, *, seed: int = 0,
+                     n_identities: int = 300, n_pairs: int = 600, size: int = 112,
+                     directory=None) -> list[float]:
+    """Baseline accuracy as one nuisance knob rises from off, all other nuisances off."""
+    from arclab.data.cache import render_pairs
+    from arclab.data.protocols import verification_pairs
+
+    if knob not in NUISANCE_SWEEPS:
+        raise ValueError(f"knob must be one of {sorted(NUISANCE_SWEEPS)}, got {knob!r}")
+    accuracies = []
+    for level in levels if levels is not None else NUISANCE_SWEEPS[knob]:
+        cfg = replace(clean_config(seed), **{knob: float(level)})
+        pairs = verification_pairs(cfg, n_identities, n_pairs)
+        left, right = render_pairs(pairs, size=size, directory=directory, progress=False)
+        accuracies.append(pair_accuracy(model, left, right, pairs["issame"])["mean"])
+    return accuracies

@@ -4,7 +4,7 @@ The cache key is a hash of everything that decides the pixels (generator config,
 size, alignment, renderer version), so a changed parameter never reads stale images. Files are
 uint8 ``.npy`` arrays (N, H, W, 3) opened as read-only memory maps, written atomically.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ fails before any allocation), then loaded by an unpickler that rebuilds plain nu
 itself and refuses every other global before anything runs. Label-file errors name the line. The
 RecordIO reader and writer (:mod:`arclab.data.recordio`) are re-exported here.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def load_bin(path: str | os.PathLike, image_size: int | tuple[int, int] | None =
         >>> images.shape, images.dtype.name, issame.tolist()
         ((2, 4, 5, 3), 'uint8', [True])
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
     path, size = Path(path), _size_arg(image_size)
     if not path.is_file():
@@ -218,7 +218,7 @@ def write_bin(path: str | os.PathLike, images: np.ndarray | Sequence[np.ndarray]
         ...
         ValueError: images must be 2 per pair, got 1 images for 0 pairs
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
     flags = [bool(v) for v in issame]
     if len(images) != 2 * len(flags):
@@ -274,7 +274,7 @@ def read_wider_labels(path: str | os.PathLike) -> list[dict[str, Any]]:
         >>> img["path"], img["boxes"].tolist(), int(img["landmark_visible"].sum())
         ('a/b.jpg', [[10.0, 20.0, 40.0, 60.0]], 0)
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
     path = Path(path)
     if not path.is_file():
@@ -341,7 +341,7 @@ class ImageFolderFaces(Dataset):
         >>> ds.classes, tuple(x.shape), x.dtype, x[:, 0, 0].tolist(), y
         (['bob'], (3, 4, 5), torch.uint8, [1, 2, 3], 0)
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
 
     def __init__(self, root: str | os.PathLike,

@@ -4,7 +4,7 @@
 Identity parameters fix the face's shape and appearance; nuisance parameters vary per image.
 Both are plain float tensors, so the renderer is differentiable with respect to them.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations

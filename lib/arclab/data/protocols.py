@@ -6,7 +6,7 @@ A protocol holds *items*, not pixels: {"identity": (N,), "index": (N,), "overrid
 Identity ranges are disjoint: training identities start at 0, evaluation identities at
 ``EVAL_OFFSET`` and open-set outliers at ``OUTLIER_OFFSET``, so no test face was trained on.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ dmlc-core's reader does (its writer splits where the payload holds the magic, 4-
 drops it). Payload: ``<IfQQ`` (flag, label, id, id2), ``flag`` float32 labels if flag > 0, then
 the encoded image. The ``.idx`` file holds text lines ``key<TAB>offset``.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class RecordIOWriter:
         >>> (d / "t.idx").read_text()
         '0\\t0\\n'
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
 
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike, *,
@@ -105,7 +105,7 @@ class RecordIOWriter:
             ValueError: a closed writer, a bad image, label or key, or a payload of 2**29 bytes
                 or more.
 
-        Taught in: notebooks/03_synthfaces.ipynb (planned)
+        Taught in: notebooks/03_synthfaces.ipynb
         """
         if self._rec.closed:
             raise ValueError("RecordIOWriter must be open to write, got a closed writer")
@@ -191,7 +191,7 @@ class RecordIOReader:
         ...     len(r), r.identity_range(), r.read(1)[0]["label"], r.read_image(1)[0, 0].tolist()
         (2, (1, 2), 0.0, [9, 9, 9])
 
-    Taught in: notebooks/03_synthfaces.ipynb (planned)
+    Taught in: notebooks/03_synthfaces.ipynb
     """
 
     def __init__(self, rec_path: str | os.PathLike,
@@ -293,7 +293,7 @@ class RecordIOReader:
             ValueError: an unknown key, a broken or truncated record, a payload shorter than the
                 24-byte header or than its declared float32 labels.
 
-        Taught in: notebooks/03_synthfaces.ipynb (planned)
+        Taught in: notebooks/03_synthfaces.ipynb
         """
         where, offset = self._where(key)
         payload = self._record(offset)[0] or b""
@@ -317,7 +317,7 @@ class RecordIOReader:
         Raises:
             ValueError: as :meth:`read`, or image bytes that are empty or do not decode.
 
-        Taught in: notebooks/03_synthfaces.ipynb (planned)
+        Taught in: notebooks/03_synthfaces.ipynb
         """
         data = self.read(key)[1]
         where = self._where(key)[0]
@@ -334,7 +334,7 @@ class RecordIOReader:
         Raises:
             ValueError: a header record whose labels are not integers 1 <= first <= end.
 
-        Taught in: notebooks/03_synthfaces.ipynb (planned)
+        Taught in: notebooks/03_synthfaces.ipynb
         """
         if 0 not in self._offsets:
             return None

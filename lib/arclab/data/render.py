@@ -7,7 +7,7 @@ Coordinates: the *face plane* has x to the right, y down, in units of about one 
 plane to output pixels; rendering evaluates the scene at every output pixel's preimage, so an
 aligned crop is rendered directly, without resampling.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Difficulty (WIDER FACE groups faces by how hard they are to detect; here the rul
 hard if the face is under 20 px wide, blurred by more than 1 px, or occluded and under 40 px;
 easy if at least 50 px wide, unoccluded and blurred by under 0.5 px; medium otherwise.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations

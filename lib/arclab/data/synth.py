@@ -1,7 +1,7 @@
 """SynthFaces: render identities under nuisances, aligned crops or whole images, with exact
 landmarks and boxes.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ titles the claim it shows and returns the ``Figure``.
 Taught in: notebooks/00_tour.ipynb
 """
 
+from arclab.plotting.evaluation import difficulty_curves
 from arclab.plotting.geometry import angle_histograms, decision_regions, features_2d, features_3d
 from arclab.plotting.images import image_grid
 from arclab.plotting.margin_curves import (
@@ -18,5 +19,6 @@ from arclab.plotting.margin_curves import (
 from arclab.plotting.style import class_colours, use_style
 
 __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
+           "difficulty_curves",
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
            "overflow_policies", "target_logit_curves", "use_style"]

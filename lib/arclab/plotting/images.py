@@ -1,6 +1,6 @@
 """Image grids with optional landmarks and boxes, for SynthFaces and detection pages.
 
-Taught in: notebooks/03_synthfaces.ipynb (planned)
+Taught in: notebooks/03_synthfaces.ipynb
 """
 
 from __future__ import annotations
