@@ -19,8 +19,11 @@ def smoke_run(tmp_path_factory) -> dict[str, Path]:
     Returns the executed-notebooks folder and the results folder. A notebook that raises or
     writes no results JSON fails every test that uses this fixture, with the runner's message.
     """
+    import os
+
     base = tmp_path_factory.mktemp("smoke")
     executed, results = base / "executed", base / "results"
+    os.environ["ARCLAB_CACHE"] = str(base / "cache")  # the kernels inherit it: no ~/.cache
     runner.run_notebooks("smoke", out_dir=executed, results_dir=results, keep_going=True)
     return {"executed": executed, "results": results}
 
