@@ -30,5 +30,5 @@ def difficulty_curves(sweeps: dict[str, tuple[list[float], list[float]]], *,
         ax.set(xlabel=_UNITS.get(knob, knob), title=knob)
     axes[0, 0].set_ylabel("10-fold accuracy (%)")
     axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Pixels + PCA baseline: each nuisance alone makes verification harder", y=1.03)
+    fig.suptitle("Pixels + PCA baseline against each nuisance alone (all others off)", y=1.03)
     return fig
