@@ -56,15 +56,22 @@ def test_decision_margin_band_for_arcface_is_m2_wide():
 
 
 def test_margin_explorer_sliders_drive_the_panel(monkeypatch):
-    calls = []
-    monkeypatch.setattr(plotting, "margin_panel",
-                        lambda *a, **k: calls.append(a) or matplotlib.pyplot.figure())
+    calls, real = [], plotting.margin_panel
+
+    def fake_panel(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plotting, "margin_panel", fake_panel)
     panel = widgets.margin_explorer(m2=0.3, s=32.0)
     sliders = [w for row in panel.children[:2] for w in row.children]
     assert [w.description for w in sliders] == ["m1", "m2 (rad)", "m3", "s"]
     assert [w.value for w in sliders] == [1.0, 0.3, 0.0, 32.0]
     assert calls[-1] == (1.0, 0.3, 0.0, 32.0)
+    first = panel.children[2].value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
     sliders[2].value = 0.2
     assert calls[-1] == (1.0, 0.3, 0.2, 32.0)
+    assert panel.children[2].value != first  # the picture changed with the margin
     with pytest.raises(ValueError, match="references"):
         widgets.margin_explorer(references=("nope",))

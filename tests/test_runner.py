@@ -98,3 +98,11 @@ def test_resolve_notebooks_accepts_number_stem_and_file(project):
     for name in ["01", "01_good", "01_good.ipynb", "notebooks/01_good.ipynb"]:
         assert runner.resolve_notebooks([name], project["nbs"]) == [expected]
     assert len(runner.resolve_notebooks([], project["nbs"])) == 3
+
+
+def test_a_hanging_cell_fails_instead_of_blocking(project, monkeypatch):
+    write_notebook(project["nbs"] / "04_hangs.ipynb", "profile = 'x'", "import time",
+                   "time.sleep(60)")
+    monkeypatch.setattr(runner, "CELL_TIMEOUT_S", 3)
+    with pytest.raises(runner.NotebookFailed, match="04_hangs"):
+        run(project, "04")

@@ -36,6 +36,8 @@ __all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook
            "resolve_notebooks", "run_notebooks"]
 
 KERNEL_NAME = "arclab-runner"
+CELL_TIMEOUT_S = 1800
+"""A cell running longer than this fails the notebook instead of hanging the run."""
 
 
 class NotebookFailed(RuntimeError):
@@ -129,7 +131,8 @@ def execute_notebook(path: Path, profile: str, out_dir: Path, *, params_dir: Pat
     try:
         with _kernel_for_this_interpreter() as kernel:
             pm.execute_notebook(str(path), tmp, parameters=parameters, kernel_name=kernel,
-                                cwd=str(path.parent), progress_bar=progress, log_output=False)
+                                cwd=str(path.parent), progress_bar=progress, log_output=False,
+                                execution_timeout=CELL_TIMEOUT_S)
     except Exception as err:
         if Path(tmp).exists():
             os.replace(tmp, failed)

@@ -11,18 +11,29 @@ from arclab.margins import PRESETS
 __all__ = ["margin_explorer"]
 
 
+def _png(fig) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def margin_explorer(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float = 64.0,
                     references: tuple[str, ...] = ("normface", "sphereface", "cosface")):
     """Sliders for m1, m2 (radians), m3 and s that redraw :func:`arclab.plotting.margin_panel`.
 
-    Returns an ``ipywidgets.VBox``: a row of four sliders above the live figure. The defaults
-    are ArcFace's (1, 0.5, 0) with s = 64; ``references`` are drawn dashed for comparison.
+    Returns an ``ipywidgets.VBox``: two rows of sliders above an ``Image`` widget holding the
+    figure as PNG. The image is replaced on every slider change; no ``Output`` widget is used,
+    so headless execution (papermill/nbclient) never waits on captured output. The defaults are
+    ArcFace's (1, 0.5, 0) with s = 64; ``references`` are drawn dashed for comparison.
     """
     import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    from arclab.plotting import margin_panel
+    from arclab import plotting
 
     unknown = [r for r in references if r not in PRESETS]
     if unknown:
@@ -35,11 +46,14 @@ def margin_explorer(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float 
         "m3": w.FloatSlider(m3, min=0.0, max=0.6, step=0.05, description="m3", **layout),
         "s": w.FloatSlider(s, min=1.0, max=128.0, step=1.0, description="s", **layout),
     }
+    image = w.Image(format="png")
 
-    def redraw(m1: float, m2: float, m3: float, s: float) -> None:
-        fig = margin_panel(m1, m2, m3, s, references=refs)
-        display(fig)
-        plt.close(fig)
+    def redraw(_change=None) -> None:
+        values = [sliders[k].value for k in ("m1", "m2", "m3", "s")]
+        image.value = _png(plotting.margin_panel(*values, references=refs))
 
-    out = w.interactive_output(redraw, sliders)
-    return w.VBox([w.HBox(list(sliders.values())[:2]), w.HBox(list(sliders.values())[2:]), out])
+    for slider in sliders.values():
+        slider.observe(redraw, names="value")
+    redraw()
+    rows = list(sliders.values())
+    return w.VBox([w.HBox(rows[:2]), w.HBox(rows[2:]), image])
