@@ -72,7 +72,7 @@ def clean_config(seed: int = 0) -> SynthConfig:
 
 def pair_accuracy(model: dict, left: np.ndarray, right: np.ndarray, issame) -> dict:
     """10-fold verification accuracy of the pixel-PCA baseline on image pairs (LFW rule)."""
-    from arclab.evaluation.verification import verification_accuracy_10fold
+    from arclab.evaluation import verification_accuracy_10fold
 
     return verification_accuracy_10fold(pixel_pca_embed(left, model),
                                         pixel_pca_embed(right, model), np.asarray(issame))

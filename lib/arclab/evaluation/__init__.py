@@ -1,0 +1,29 @@
+"""Face-verification evaluation: exact all-pairs TPR@FPR, LFW 10-fold, templates, file format.
+
+- :mod:`~arclab.evaluation.allpairs`: TPR at FPR over every pair of a feature set, exactly, in
+  memory that does not grow with the number of pairs (the lightweight challenge's protocol);
+- :mod:`~arclab.evaluation.protocols`: LFW-style 10-fold accuracy, template/video aggregation
+  and IJB-style TAR@FAR over a pair list;
+- :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files.
+
+Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+from arclab.evaluation._tiles import all_pair_scores
+from arclab.evaluation.allpairs import DEFAULT_BINS, roc_curve_allpairs, tpr_at_fpr
+from arclab.evaluation.fileformat import read_features, write_features
+from arclab.evaluation.protocols import tar_at_far, template_features, verification_accuracy_10fold
+
+__all__ = [
+    "DEFAULT_BINS",
+    "all_pair_scores",
+    "read_features",
+    "roc_curve_allpairs",
+    "tar_at_far",
+    "template_features",
+    "tpr_at_fpr",
+    "verification_accuracy_10fold",
+    "write_features",
+]
