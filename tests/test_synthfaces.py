@@ -217,3 +217,26 @@ def test_pixel_pca_recovers_a_planted_subspace():
     assert emb.shape == (200, 3) and abs(float(emb[:, 0].std()) - 40 / 255) < 0.02
     with pytest.raises(ValueError, match="dim must be"):
         fit_pixel_pca(images, 0)
+
+
+@pytest.mark.parametrize("quality", [90, 50, 20])
+def test_jpeg_matches_a_real_encoder(quality):
+    import io
+
+    from PIL import Image
+
+    from arclab.data.jpeg import jpeg_compress
+
+    img = render_faces(CLEAN, [0, 1], [0, 0], size=64)["images"]
+    img = (img * 255).round() / 255  # what an 8-bit encoder sees
+    ours = jpeg_compress(img, torch.full((2,), float(quality)))
+    for i in range(2):
+        arr = (img[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+        pil = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255
+        ours_err = np.abs(ours[i].permute(1, 2, 0).numpy() - pil).mean()
+        jpeg_err = np.abs(arr / 255 - pil).mean()  # what compression changed
+        assert ours_err < 0.6 * jpeg_err, (ours_err, jpeg_err)  # no-op would give 1.0
+    with pytest.raises(ValueError, match="images must be"):
+        jpeg_compress(torch.rand(2, 1, 8, 8), torch.tensor([50.0, 50.0]))

@@ -56,7 +56,7 @@ class SynthConfig:
     max_yaw_deg: float = 80.0    # yaw is clipped to ±this
     blur_px: float = 1.2         # largest Gaussian blur sigma
     noise: float = 0.04          # largest additive noise std (pixel values in [0, 1])
-    jpeg_rate: float = 0.3       # share of images block-quantised like a low-quality JPEG
+    jpeg_rate: float = 0.3       # share of images JPEG-compressed (quality 15–75)
     occlusion_rate: float = 0.15
     expression: float = 1.0
     age_jitter: float = 0.08     # per-image age deviation (age in [0, 1])
@@ -113,9 +113,9 @@ def nuisance_params(cfg: SynthConfig, identities, indices, **overrides) -> dict[
 
     Keys: yaw, pitch, roll (degrees), light_az, light_el (degrees), light_warm, ambient, smile,
     mouth_open, brow_raise, eye_open, age (0 young .. 1 old), occlusion (index into
-    OCCLUSIONS), occ_u, occ_v, blur (px at 112), noise, jpeg (0/1), scale, shift_x, shift_y,
-    bg_seed. ``overrides`` replace keys for all images, e.g. ``yaw=torch.full((B,), 70.)``
-    or a float.
+    OCCLUSIONS), occ_u, occ_v, blur (px at 112), noise, jpeg (0/1), jpeg_quality (15–75),
+    scale, shift_x, shift_y, bg_seed. ``overrides`` replace keys for all images, e.g.
+    ``yaw=torch.full((B,), 70.)`` or a float.
 
     Raises:
         ValueError: identities and indices differ in length, or an unknown override.
@@ -145,13 +145,13 @@ def nuisance_params(cfg: SynthConfig, identities, indices, **overrides) -> dict[
             float(np.clip(base_age[b] + g[3] * cfg.age_jitter, 0, 1)),
             occ, u[10] * 2 - 1, u[11] * 2 - 1,
             cfg.blur_px * n * u[12] ** 2, cfg.noise * n * u[13],
-            float(u[14] < cfg.jpeg_rate * min(n, 1.0)),
+            float(u[14] < cfg.jpeg_rate * min(n, 1.0)), 15 + 60 * u[15],
             1 + g[4] * cfg.scale_jitter * n, g[5] * cfg.shift_jitter * n,
             g[6] * cfg.shift_jitter * n, float(r.integers(0, 2**31 - 1)),
         ])
     keys = ("yaw", "pitch", "roll", "light_az", "light_el", "light_warm", "ambient", "smile",
             "mouth_open", "brow_raise", "eye_open", "age", "occlusion", "occ_u", "occ_v",
-            "blur", "noise", "jpeg", "scale", "shift_x", "shift_y", "bg_seed")
+            "blur", "noise", "jpeg", "jpeg_quality", "scale", "shift_x", "shift_y", "bg_seed")
     table = torch.tensor(rows, dtype=torch.float64).reshape(len(ids), len(keys))
     out = {k: table[:, c].float() for c, k in enumerate(keys)}
     out["bg_seed"] = table[:, -1]  # float64 keeps the integer exact
@@ -164,4 +164,5 @@ def nuisance_params(cfg: SynthConfig, identities, indices, **overrides) -> dict[
 
 NUISANCE_KEYS = ("yaw", "pitch", "roll", "light_az", "light_el", "light_warm", "ambient",
                  "smile", "mouth_open", "brow_raise", "eye_open", "age", "occlusion", "occ_u",
-                 "occ_v", "blur", "noise", "jpeg", "scale", "shift_x", "shift_y", "bg_seed")
+                 "occ_v", "blur", "noise", "jpeg", "jpeg_quality", "scale", "shift_x",
+                 "shift_y", "bg_seed")

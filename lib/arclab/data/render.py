@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from arclab.data.jpeg import jpeg_compress
+
 __all__ = ["landmarks_3d", "project", "render", "rotation"]
 
 
@@ -130,8 +132,8 @@ def _gaussian_blur(img: Tensor, sigma: float) -> Tensor:
 
 def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
     """Blur (Gaussian, sigma in px at 112 × ``scale``, rounded to 1/8 px so that images with
-    the same sigma share one convolution), a JPEG-like loss of detail where ``jpeg`` is 1, and
-    additive Gaussian noise seeded per image."""
+    the same sigma share one convolution), JPEG compression at ``jpeg_quality`` where ``jpeg``
+    is 1, and additive Gaussian noise seeded per image."""
     b, c, h, w = img.shape
     levels = torch.round(nuis["blur"] * scale * 8) / 8
     out = img.clone()
@@ -140,12 +142,10 @@ def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
             sel = (levels == level).nonzero().squeeze(1)
             out[sel] = _gaussian_blur(img[sel], level)
     img = out
-    if bool((nuis["jpeg"] > 0).any()) and h % 4 == 0 and w % 4 == 0:
-        blocks = F.avg_pool2d(img, 4)  # loses detail within 4×4 blocks, with banding
-        coarse = F.interpolate(blocks, size=(h, w), mode="bilinear", align_corners=False)
-        quant = torch.round(coarse * 24) / 24
-        sel = (nuis["jpeg"] > 0)[:, None, None, None].to(img.dtype)
-        img = img + sel * (0.55 * (quant - img))
+    sel = (nuis["jpeg"] > 0).nonzero().squeeze(1)
+    if sel.numel():
+        img = img.clone() if img.requires_grad else img
+        img[sel] = jpeg_compress(img[sel], nuis["jpeg_quality"][sel])
     noise = torch.empty_like(img)
     for i, seed in enumerate(nuis["bg_seed"].tolist()):
         torch.randn(noise.shape[1:], generator=torch.Generator().manual_seed(int(seed) + 104729),
