@@ -1,0 +1,90 @@
+"""Backbones: FLOPs against the published numbers, arcface_torch-compatible state_dicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from arclab.models import check_track, count_flops, get_model
+
+
+@pytest.fixture(scope="module")
+def r100_counts():
+    return count_flops(get_model("r100"))
+
+
+def test_r100_matches_the_challenge_numbers(r100_counts):
+    # DESIGN.md: r100 24.17 GFLOPs (challenge convention), 12.09 GMACs, 65.16M params, 260.6 MB
+    assert r100_counts["flops"] == pytest.approx(24.17e9, rel=0.02)
+    assert r100_counts["macs"] == pytest.approx(12.09e9, rel=0.01)
+    assert r100_counts["params"] == pytest.approx(65.16e6, rel=0.001)
+    assert r100_counts["size_mb"] == pytest.approx(260.6, rel=0.001)
+    assert check_track(r100_counts) == {"light": False, "large": True}
+
+
+def test_r50_and_r124():
+    r50 = count_flops(get_model("r50"))
+    assert r50["flops"] == pytest.approx(12.61e9, rel=0.02)
+    assert r50["params"] == pytest.approx(43.59e6, rel=0.001)
+    r124 = count_flops(get_model("r124"))
+    assert r124["flops"] == pytest.approx(29.70e9, rel=0.02)  # challenge paper, Table 4
+
+
+def test_flops_and_macs_of_a_conv_and_a_linear_by_hand():
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=True)
+    c = count_flops(conv, (4, 9, 9))
+    outputs = 6 * 5 * 5
+    assert c["macs"] == (4 * 9 // 2) * outputs
+    assert c["flops"] == (2 * (4 * 9 // 2) - 1) * outputs + outputs
+    assert c["flops"] == 2 * c["macs"] - outputs + outputs  # 2·MACs − outputs, plus the bias
+    fc = count_flops(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))
+    assert fc["flops"] == 2 * 12 * 5 and fc["macs"] == 60 and fc["params"] == 65
+
+
+def arcface_torch_keys(layers):
+    """The state_dict layout of insightface's arcface_torch iresnet, written from its source."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    keys = {"conv1.weight": (64, 3, 3, 3), "prelu.weight": (64,)}
+    keys.update({f"bn1.{k}": None for k in bn})
+    cin = 64
+    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+        for b in range(blocks):
+            p = f"layer{stage}.{b}."
+            c = cin if b == 0 else width
+            keys.update({f"{p}bn1.{k}": None for k in bn})
+            keys[p + "conv1.weight"] = (width, c, 3, 3)
+            keys.update({f"{p}bn2.{k}": None for k in bn})
+            keys[p + "prelu.weight"] = (width,)
+            keys[p + "conv2.weight"] = (width, width, 3, 3)
+            keys.update({f"{p}bn3.{k}": None for k in bn})
+            if b == 0:
+                keys[p + "downsample.0.weight"] = (width, c, 1, 1)
+                keys.update({f"{p}downsample.1.{k}": None for k in bn})
+        cin = width
+    keys.update({f"bn2.{k}": None for k in bn})
+    keys["fc.weight"], keys["fc.bias"] = (512, 512 * 7 * 7), (512,)
+    keys.update({f"features.{k}": None for k in bn})
+    return keys
+
+
+@pytest.mark.parametrize("name, layers", [("r50", (3, 4, 14, 3)), ("r100", (3, 13, 30, 3))])
+def test_state_dict_layout_matches_arcface_torch(name, layers):
+    sd = get_model(name).state_dict()
+    expected = arcface_torch_keys(layers)
+    assert set(sd) == set(expected)
+    for key, shape in expected.items():
+        if shape is not None:
+            assert tuple(sd[key].shape) == shape, key
+    model = get_model(name)
+    model.load_state_dict(sd, strict=True)
+
+
+def test_small_inputs_and_bad_names():
+    m = get_model("r18", input_size=56, embedding_size=64).eval()
+    assert m(torch.randn(2, 3, 56, 56)).shape == (2, 64)
+    assert m.fc.in_features == 512 * 4 * 4
+    with pytest.raises(ValueError, match="name must be one of"):
+        get_model("r101")
+    with pytest.raises(ValueError, match="input_size"):
+        get_model("r18", input_size=8)
