@@ -88,3 +88,23 @@ def test_small_inputs_and_bad_names():
         get_model("r101")
     with pytest.raises(ValueError, match="input_size"):
         get_model("r18", input_size=8)
+
+
+def test_mobilefacenet_matches_arcface_torch_counts_and_names():
+    from arclab.models import mobilefacenet
+
+    mbf = count_flops(get_model("mbf"))
+    assert mbf["flops"] == pytest.approx(0.871e9, rel=0.02)  # DESIGN.md, arcface_torch's mbf
+    assert mbf["params"] == pytest.approx(2.06e6, rel=0.01)
+    assert check_track(mbf) == {"light": True, "large": True}
+    # arcface_torch's MobileFaceNet with the challenge's y2 blocks counts 1.04 G, not 933 M
+    wide = count_flops(mobilefacenet((2, 8, 16, 4), embedding_size=256, scale=1))
+    assert wide["flops"] == pytest.approx(1.04e9, rel=0.01)
+    sd = get_model("mbf").state_dict()
+    assert tuple(sd["layers.0.layers.0.weight"].shape) == (128, 3, 3, 3)
+    assert tuple(sd["layers.1.layers.0.weight"].shape) == (128, 2, 3, 3)  # groups=64
+    assert tuple(sd["layers.2.layers.1.layers.0.weight"].shape) == (128, 1, 3, 3)
+    assert tuple(sd["conv_sep.layers.0.weight"].shape) == (512, 256, 1, 1)
+    assert tuple(sd["features.layers.0.layers.0.weight"].shape) == (512, 1, 7, 7)
+    assert tuple(sd["features.layers.2.weight"].shape) == (512, 512)
+    assert "features.layers.3.running_var" in sd

@@ -5,5 +5,7 @@ Taught in: notebooks/04_training_a_face_model.ipynb (planned)
 
 from arclab.models.flops import check_track, count_flops
 from arclab.models.iresnet import IRESNET_LAYERS, get_model, iresnet
+from arclab.models.mobilefacenet import mobilefacenet
 
-__all__ = ["IRESNET_LAYERS", "check_track", "count_flops", "get_model", "iresnet"]
+__all__ = ["IRESNET_LAYERS", "check_track", "count_flops", "get_model", "iresnet",
+           "mobilefacenet"]

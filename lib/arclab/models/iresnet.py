@@ -100,7 +100,8 @@ def iresnet(layers: tuple[int, int, int, int], **kwargs) -> IResNet:
 
 def get_model(name: str, *, embedding_size: int = 512, input_size: int = 112,
               dropout: float = 0.0) -> nn.Module:
-    """A backbone by name: ``r18``, ``r34``, ``r50``, ``r100``, ``r124``, ``r200``.
+    """A backbone by name: ``r18``, ``r34``, ``r50``, ``r100``, ``r124``, ``r200`` or ``mbf``
+    (MobileFaceNet, blocks (1, 4, 6, 2); ``dropout`` does not apply to it).
 
     ``input_size`` (pixels, square) sets the FC input: 7×7 at 112, 4×4 at 56 or 64.
 
@@ -113,13 +114,18 @@ def get_model(name: str, *, embedding_size: int = 512, input_size: int = 112,
         >>> tuple(m(torch.randn(2, 3, 64, 64)).shape)
         (2, 128)
     """
-    if name not in IRESNET_LAYERS:
-        raise ValueError(f"name must be one of {sorted(IRESNET_LAYERS)}, got {name!r}")
+    if name not in IRESNET_LAYERS and name != "mbf":
+        raise ValueError(f"name must be one of {sorted(IRESNET_LAYERS) + ['mbf']}, "
+                         f"got {name!r}")
     if not isinstance(input_size, int) or input_size < 16:
         raise ValueError(f"input_size must be an integer >= 16 pixels, got {input_size!r}")
     if not isinstance(embedding_size, int) or embedding_size < 1:
         raise ValueError(f"embedding_size must be a positive integer, got {embedding_size!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if name == "mbf":
+        from arclab.models.mobilefacenet import mobilefacenet
+
+        return mobilefacenet(embedding_size=embedding_size, input_size=input_size)
     return iresnet(IRESNET_LAYERS[name], embedding_size=embedding_size, input_size=input_size,
                    dropout=dropout)
