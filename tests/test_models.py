@@ -108,3 +108,25 @@ def test_mobilefacenet_matches_arcface_torch_counts_and_names():
     assert tuple(sd["features.layers.0.layers.0.weight"].shape) == (512, 1, 7, 7)
     assert tuple(sd["features.layers.2.weight"].shape) == (512, 512)
     assert "features.layers.3.running_var" in sd
+
+
+def test_extract_embeddings_flip_test_and_order():
+    from arclab.models import extract_embeddings
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 5))
+    images = torch.rand(10, 3, 6, 6)
+    net.train()
+    batches = [(images[i:i + 4], torch.zeros(len(images[i:i + 4]))) for i in range(0, 10, 4)]
+    emb = extract_embeddings(net, batches, flip=True)
+    assert net.training  # restored
+    net.eval()
+    with torch.no_grad():
+        expected = net(images) + net(images.flip(3))
+    torch.testing.assert_close(emb, expected)
+    plain = extract_embeddings(net, [images], flip=False)
+    with torch.no_grad():
+        torch.testing.assert_close(plain, net(images))
+    with pytest.raises(ValueError, match="loader must yield"):
+        extract_embeddings(net, [torch.rand(3, 6, 6)])

@@ -1,0 +1,49 @@
+"""Embeddings of a whole data set, with the flip test (feature of image + feature of mirror).
+
+Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["extract_embeddings"]
+
+
+def extract_embeddings(model: nn.Module, loader: Iterable, *, flip: bool = True,
+                       progress: bool = False) -> Tensor:
+    """Run ``model`` over ``loader`` in eval mode without gradients; returns (N, D) float32 on
+    the CPU, in loader order, not normalised.
+
+    ``loader`` yields image batches (B, 3, H, W) or (images, labels) tuples; images go to the
+    model's device. With ``flip`` each embedding is model(x) + model(x mirrored left-right), the
+    challenge's and ArcFace's flip test.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+        >>> extract_embeddings(net, [torch.rand(3, 3, 2, 2)]).shape
+        torch.Size([3, 4])
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="embedding", leave=False, disable=not progress):
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                if x.ndim != 4:
+                    raise ValueError(f"loader must yield (B, C, H, W) images, got {tuple(x.shape)}")
+                x = x.to(device, non_blocking=True)
+                emb = model(x)
+                if flip:
+                    emb = emb + model(torch.flip(x, dims=[3]))
+                out.append(emb.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
