@@ -137,3 +137,19 @@ def test_get_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             arclab.get_device("cuda")
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    from arclab.atomic import atomic_path
+
+    target = tmp_path / "ckpt.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

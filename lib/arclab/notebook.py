@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 import arclab
+from arclab.atomic import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,16 +152,8 @@ def save_results(name: str, results: dict[str, Any], profile: str | None = None)
     path = results_path(name, profile)
     payload = _to_jsonable(results, "")
     payload["_provenance"] = provenance(profile, show=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
 
 

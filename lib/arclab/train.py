@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from arclab.atomic import atomic_path
 from arclab.heads import make_head
 from arclab.margins import PRESETS, MarginLoss
 from arclab.models import get_model
@@ -96,17 +95,6 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.lr * 0.1**passed
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt.tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _batch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     items = [dataset[int(i)] for i in indices]
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
@@ -159,10 +147,11 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     stop = total if max_steps is None else min(total, max_steps)
 
     def save(step: int) -> None:
-        _atomic_save({"model": model.state_dict(), "head": head.state_dict(),
-                      "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                      "step": step, "losses": losses,
-                      "config": asdict(cfg) | {"milestones": list(cfg.milestones)}}, ckpt)
+        with atomic_path(ckpt) as tmp:
+            torch.save({"model": model.state_dict(), "head": head.state_dict(),
+                        "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                        "step": step, "losses": losses,
+                        "config": asdict(cfg) | {"milestones": list(cfg.milestones)}}, tmp)
 
     model.train(), head.train()
     with open(out_dir / "log.jsonl", "a") as log:
