@@ -163,11 +163,15 @@ def _check_matrix(x: Tensor, name: str) -> None:
                          f"{tuple(getattr(x, 'shape', ()))}")
 
 
+def _check_scale(s: float) -> None:
+    if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+        raise ValueError(f"s must be a finite number > 0, got {s!r}")
+
+
 def _check_inputs(cosine: Tensor, labels: Tensor, s: float) -> None:
     _check_matrix(cosine, "cosine")
     _check_labels(labels, *cosine.shape)
-    if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-        raise ValueError(f"s must be a finite number > 0, got {s!r}")
+    _check_scale(s)
     if cosine.numel() == 0:
         return
     lo, hi = torch.aminmax(cosine.detach())
@@ -276,8 +280,7 @@ class MarginLoss(nn.Module):
         else:
             _check_margin(m1, m2, m3)
             margin = Margin(m1, m2, m3, label=f"({m1}, {m2}, {m3})")
-        if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-            raise ValueError(f"s must be a finite number > 0, got {s!r}")
+        _check_scale(s)
         self.margin, self.s, self.gradient, self.overflow = margin, float(s), gradient, overflow
 
     def logits(self, x: Tensor, labels: Tensor) -> Tensor:

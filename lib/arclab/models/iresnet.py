@@ -50,8 +50,10 @@ class IRBlock(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
-def _stage_size(size: int) -> int:
-    for _ in range(4):  # 3×3 conv, padding 1, stride 2
+def downsampled_size(size: int) -> int:
+    """Side of the final feature map after the four stride-2 3×3 convs (padding 1) that both
+    IResNet and MobileFaceNet apply: 112 -> 7, 64 -> 4, 56 -> 4."""
+    for _ in range(4):
         size = (size - 1) // 2 + 1
     return size
 
@@ -73,7 +75,7 @@ class IResNet(nn.Module):
             cin = width
         self.bn2 = nn.BatchNorm2d(512, eps=1e-5)
         self.dropout = nn.Dropout(p=dropout, inplace=True)
-        side = _stage_size(input_size)
+        side = downsampled_size(input_size)
         self.fc = nn.Linear(512 * side * side, embedding_size)
         self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
         nn.init.constant_(self.features.weight, 1.0)

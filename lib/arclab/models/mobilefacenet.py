@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from arclab.models.iresnet import downsampled_size
+
 __all__ = ["MobileFaceNet", "mobilefacenet"]
 
 
@@ -64,9 +66,7 @@ class MobileFaceNet(nn.Module):
             _DepthWise(c2, c2, 512, 2, False), _residual(c2, blocks[3], 256),
         ])
         self.conv_sep = _conv(c2, 512, 1, 1, 0, 1, True)
-        side = input_size
-        for _ in range(4):
-            side = (side - 1) // 2 + 1
+        side = downsampled_size(input_size)
         self.features = _Wrapped(_conv(512, 512, side, 1, 0, 512, False), nn.Flatten(),
                                  nn.Linear(512, embedding_size, bias=False),
                                  nn.BatchNorm1d(embedding_size))  # GDC head

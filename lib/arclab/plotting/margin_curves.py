@@ -46,6 +46,21 @@ def target_logit_curves(presets: dict[str, Margin], *, overflow: str = "monotoni
     return fig
 
 
+def _boundaries(ax: Axes, theta: torch.Tensor, m: Margin, title: str, *, shade: bool) -> None:
+    """Class 1 (blue) and class 2 (red) boundaries in (θ1, θ2) degrees, the diagonal, and with
+    ``shade`` the band where neither class wins."""
+    b = decision_boundary_deg(theta, m1=m.m1, m2=m.m2, m3=m.m3).numpy()
+    t = theta.numpy()
+    ax.plot(t, b, color="C0", lw=1.6, label="class 1 boundary")
+    ax.plot(b, t, color="C3", lw=1.6, label="class 2 boundary")
+    if shade:
+        lower = np.interp(t, b, t, left=0, right=180)  # the class 2 boundary as θ2(θ1)
+        ax.fill_between(t, lower, b, color="0.8", alpha=0.6, lw=0)
+    ax.plot([0, 180], [0, 180], color="0.5", lw=0.6, ls=":")
+    ax.set(xlim=(0, 180), ylim=(0, 180), aspect="equal", title=title, xlabel="θ1 (degrees)",
+           ylabel="θ2 (degrees)")
+
+
 def decision_margins(presets: dict[str, Margin], *, points: int = 361) -> Figure:
     """Binary decision boundaries in (θ1, θ2) space, one panel per preset.
 
@@ -58,15 +73,7 @@ def decision_margins(presets: dict[str, Margin], *, points: int = 361) -> Figure
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.3 * rows), squeeze=False)
     theta = _grid(points)
     for ax, (name, m) in zip(axes.ravel(), presets.items()):
-        b = decision_boundary_deg(theta, m1=m.m1, m2=m.m2, m3=m.m3).numpy()
-        t = theta.numpy()
-        ax.plot(t, b, color="C0", lw=1.6, label="class 1 boundary")
-        ax.plot(b, t, color="C3", lw=1.6, label="class 2 boundary")
-        lower = np.interp(t, b, t, left=0, right=180)  # the class 2 boundary as θ2(θ1)
-        ax.fill_between(t, lower, b, color="0.8", alpha=0.6, lw=0)
-        ax.plot([0, 180], [0, 180], color="0.5", lw=0.6, ls=":")
-        ax.set(xlim=(0, 180), ylim=(0, 180), aspect="equal", title=m.label or name,
-               xlabel="θ1 (degrees)", ylabel="θ2 (degrees)")
+        _boundaries(ax, theta, m, m.label or name, shade=True)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7, loc="lower right")
@@ -134,11 +141,6 @@ def margin_panel(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float = 6
     left.set(xlim=(0, 180), xlabel="θ (degrees)", ylabel="target logit (× s)",
              title=f"Target logit, s = {s:g}")
     left.legend(fontsize=7)
-    b = decision_boundary_deg(theta, m1=m1, m2=m2, m3=m3).numpy()
-    right.plot(theta.numpy(), b, color="C0", lw=1.6, label="class 1 boundary")
-    right.plot(b, theta.numpy(), color="C3", lw=1.6, label="class 2 boundary")
-    right.plot([0, 180], [0, 180], color="0.5", lw=0.6, ls=":")
-    right.set(xlim=(0, 180), ylim=(0, 180), aspect="equal", xlabel="θ1 (degrees)",
-              ylabel="θ2 (degrees)", title="Binary decision margin")
+    _boundaries(right, theta, m, "Binary decision margin", shade=False)
     right.legend(fontsize=7, loc="lower right")
     return fig
