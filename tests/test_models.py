@@ -130,3 +130,108 @@ def test_extract_embeddings_flip_test_and_order():
         torch.testing.assert_close(plain, net(images))
     with pytest.raises(ValueError, match="loader must yield"):
         extract_embeddings(net, [torch.rand(3, 6, 6)])
+
+
+def _half(side):
+    return (side - 1) // 2 + 1  # a 3×3 stride-2 conv with padding 1
+
+
+def _block(cin, hidden, cout, side_in, side_out, expand=True):
+    """Convs of one bottleneck as (cin, cout, k, groups, output side, PReLU after BN?)."""
+    convs = [(cin, hidden, 1, 1, side_in, True)] if expand else []
+    return convs + [(hidden, hidden, 3, hidden, side_out, True),
+                    (hidden, cout, 1, 1, side_out, False)]
+
+
+def y2_convs(size):
+    """insightface fmobilefacenet.py with net_blocks (2, 8, 16, 4), written from its source."""
+    s0 = _half(size)
+    s1, s2, s3 = _half(s0), _half(_half(s0)), _half(_half(_half(s0)))
+    return ([(3, 64, 3, 1, s0, True)] + 2 * _block(64, 64, 64, s0, s0)          # conv_1, res_2
+            + _block(64, 128, 64, s0, s1) + 8 * _block(64, 128, 64, s1, s1)        # res_3
+            + _block(64, 256, 128, s1, s2) + 16 * _block(128, 256, 128, s2, s2)    # res_4
+            + _block(128, 512, 128, s2, s3) + 4 * _block(128, 256, 128, s3, s3)    # res_5
+            + [(128, 512, 1, 1, s3, True), (512, 512, s3, 512, 1, False)]), 512   # conv_6, GDC
+
+
+def mnet_lfr_convs(size):
+    """The challenge paper's Table 3 read as MobileNetV2 rows (t, c, n, s)."""
+    side, cin = _half(size), 32
+    convs = [(3, 32, 3, 1, side, True)]
+    for t, c, n, s in ((1, 64, 3, 2), (2, 64, 10, 1), (2, 128, 17, 2), (4, 128, 5, 2),
+                       (2, 128, 1, 1)):
+        for i in range(n):
+            out = _half(side) if s == 2 and i == 0 else side
+            convs += _block(cin, t * cin, c, side, out, expand=t != 1)
+            cin, side = c, out
+    return convs + [(128, 512, 3, 1, _half(side), True)], 512 * _half(side) ** 2
+
+
+def hand_count(convs, fc_in, dim):
+    """Challenge FLOPs, MACs, parameters: bias-free convs each + BN (+ PReLU), FC with a
+    bias, BatchNorm1d; and insightface's own counter, which divides (2·Cin·k² − 1) by groups."""
+    flops = macs = params = mx_flops = 0
+    for cin, cout, k, groups, side, act in convs:
+        kernel = cin * k * k // groups
+        flops += (2 * kernel - 1) * cout * side * side
+        mx_flops += int((2 * cin * k * k - 1) * side * side * cout / groups)
+        macs += kernel * cout * side * side
+        params += kernel * cout + 2 * cout + (cout if act else 0)
+    fc = fc_in * dim
+    return {"flops": flops + 2 * fc, "macs": macs + fc, "params": params + fc + 3 * dim,
+            "mx_flops": mx_flops + 2 * fc}
+
+
+@pytest.mark.parametrize("size", [112, 56])
+def test_y2_is_the_challenge_light_baseline(size):
+    model = get_model("y2", input_size=size)
+    counts = count_flops(model, (3, size, size))
+    hand = hand_count(*y2_convs(size), 256)
+    assert {k: counts[k] for k in ("flops", "macs", "params")} == {
+        k: hand[k] for k in ("flops", "macs", "params")}
+    assert model.eval()(torch.randn(2, 3, size, size)).shape == (2, 256)
+    assert check_track(counts) == {"light": True, "large": True}
+    if size == 112:
+        assert counts["flops"] == pytest.approx(933e6, rel=0.02)  # challenge README, seed 002
+        assert hand["mx_flops"] == pytest.approx(933e6, rel=0.001)  # insightface's counter
+        assert counts["size_mb"] == pytest.approx(7.985, abs=0.001)
+    else:
+        assert counts["flops"] < 0.26 * 933e6  # a quarter of the area, 4×4 GDC instead of 7×7
+    sd = model.state_dict()
+    assert tuple(sd["layers.1.layers.0.layers.0.layers.0.weight"].shape) == (64, 64, 1, 1)
+    side = _half(_half(_half(_half(size))))  # 7 at 112, 4 at 56
+    assert tuple(sd["features.layers.0.layers.0.weight"].shape) == (512, 1, side, side)  # GDC
+    assert tuple(sd["features.layers.2.bias"].shape) == (256,)  # MXNet pre_fc1 has a bias
+    assert not model.features.layers[3].weight.requires_grad  # fc1: fix_gamma=True
+
+
+def test_mnet_lfr_against_table_3_and_a_hand_count():
+    model = get_model("mnet_lfr")
+    counts = count_flops(model)
+    hand = hand_count(*mnet_lfr_convs(112), 256)
+    assert {k: counts[k] for k in ("flops", "macs", "params")} == {
+        k: hand[k] for k in ("flops", "macs", "params")}
+    assert model.eval()(torch.randn(2, 3, 112, 112)).shape == (2, 256)
+    assert sum(b.residual for b in model.blocks) == 2 + 10 + 16 + 4 + 1  # s=1 and c_in = c_out
+    # Paper: 19.80 MB. The table fixes the conv and FC weights (18.93 MB); BN/PReLU choices and
+    # whether BN statistics were saved move ~0.4 MB (2%), so 4% bounds a faithful reading.
+    assert counts["size_mb"] == pytest.approx(19.80, rel=0.04)
+    # Paper: 1.0 GFLOPs, which no reading of the table reaches (mobilenet_lfr docstring):
+    # the literal one counts 0.854 G, and the table must stay under the track limit.
+    assert 0.80e9 < counts["flops"] < 1.0e9
+    assert check_track(counts) == {"light": True, "large": True}
+    small = get_model("mnet_lfr", input_size=56, embedding_size=64)
+    assert small.fc.in_features == 512 * 2 * 2 and small.fc.out_features == 64
+    assert count_flops(small, (3, 56, 56))["flops"] == hand_count(*mnet_lfr_convs(56), 64)["flops"]
+
+
+def test_get_model_names_and_embedding_defaults():
+    with pytest.raises(ValueError, match="name must be one of") as err:
+        get_model("y3")
+    for name in ("r18", "r200", "mbf", "y2", "mnet_lfr"):
+        assert repr(name) in str(err.value)
+    assert get_model("r18", input_size=32).fc.out_features == 512
+    assert get_model("mbf").features.layers[2].out_features == 512
+    assert get_model("y2").features.layers[2].out_features == 256
+    assert get_model("y2", embedding_size=512).features.layers[2].out_features == 512
+    assert get_model("mnet_lfr").fc.out_features == 256

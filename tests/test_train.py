@@ -36,8 +36,10 @@ def test_resume_continues_the_same_loss_curve_exactly(tiny, tmp_path):
     for a, b in zip(whole["model"].state_dict().values(),
                     resumed["model"].state_dict().values()):
         assert torch.equal(a, b)
-    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(12))
+    for run in ("a", "b"):  # the resumed run's log drops the steps it redid: each step once
+        log = [json.loads(line)
+               for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == list(range(12))
     assert [r["lr"] for r in log] == [learning_rate(CFG, s, 12) for s in range(12)]
     assert np.isfinite([r["loss"] for r in log]).all()
 
@@ -100,3 +102,59 @@ def test_training_on_tiny_synthfaces_verifies_better_than_its_untrained_start(tm
     # random CNN features already verify SynthFaces somewhat (about 0.8 here): training has to
     # add clearly more than that, which a broken head, margin or loop does not
     assert after > before + 0.08, (before, after)
+
+
+def test_validation_sees_the_model_of_its_step_and_survives_resume(tiny, tmp_path):
+    def probe(model):  # a validator that reports a fingerprint of the weights it was given
+        return {"w": float(sum(p.detach().double().sum() for p in model.parameters()))}
+
+    cfg = TrainConfig(**{**CFG.__dict__, "validate_every": 5})
+    first = train(cfg, tiny, 6, tmp_path / "v", validate=probe, max_steps=7, progress=False,
+                  device="cpu")
+    run = train(cfg, tiny, 6, tmp_path / "v", validate=probe, progress=False, device="cpu")
+    assert [h["step"] for h in first["validation"]] == [5]
+    assert [h["step"] for h in run["validation"]] == [5, 10, 12]  # every 5 and at the end
+    at5 = train(cfg, tiny, 6, tmp_path / "w", max_steps=5, progress=False, device="cpu")
+    assert run["validation"][0]["w"] == probe(at5["model"])["w"]
+    assert run["validation"][-1]["w"] == probe(run["model"])["w"]
+    log = [json.loads(x) for x in (tmp_path / "v" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "validation" in r] == [5, 10, 12]
+
+
+def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32(tiny, tmp_path):
+    from arclab.train import amp_dtype
+
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 1})
+    fp32 = train(cfg, tiny, 6, tmp_path / "f", progress=False, device="cpu")
+    bf16 = train(TrainConfig(**{**cfg.__dict__, "amp": "bf16"}), tiny, 6, tmp_path / "b",
+                 progress=False, device="cpu")
+    # same data, same init: the first loss differs only by bf16 rounding in the backbone
+    assert bf16["losses"][0] != fp32["losses"][0]
+    assert bf16["losses"][0] == pytest.approx(fp32["losses"][0], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in bf16["model"].parameters())
+    assert amp_dtype("auto", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
+        amp_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="amp must be one of"):
+        TrainConfig(amp="half")
+
+
+def test_gradient_clipping_bounds_the_first_update(tiny, tmp_path):
+    base = {**CFG.__dict__, "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0,
+            "lr": 1.0}
+    clip = 1e-3
+    run = train(TrainConfig(**{**base, "grad_clip": clip}), tiny, 6, tmp_path / "c",
+                max_steps=1, progress=False, device="cpu")
+    torch.manual_seed(CFG.seed)
+    start = get_model("r18", embedding_size=16, input_size=16)
+    # one plain SGD step with lr 1: the parameter change is the clipped gradient
+    delta = torch.cat([(a - b).flatten() for (n, a), b in zip(
+        run["model"].named_parameters(), start.parameters())])
+    head_delta = run["head"].weight.detach().flatten()
+    torch.manual_seed(CFG.seed)
+    get_model("r18", embedding_size=16, input_size=16)
+    from arclab.heads import make_head
+
+    head0 = make_head("arcface", 16, 6).weight.detach().flatten()
+    total = torch.cat([delta, head_delta - head0]).norm().item()
+    assert total == pytest.approx(clip, rel=1e-3)

@@ -1,0 +1,119 @@
+"""Training settings as data: the config dataclass, YAML loading, the learning-rate schedule.
+
+Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from arclab.margins import PRESETS
+
+__all__ = ["AMP_MODES", "TrainConfig", "learning_rate", "load_config"]
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+"""``auto``: bf16 (or fp16 with loss scaling) on CUDA, off elsewhere; ``bf16`` also runs on
+CPU; ``fp16`` needs CUDA (it needs the loss scaler)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the ArcFace recipe (s=64, m=0.5, momentum 0.9,
+    weight decay 5e-4, step decay ×0.1) at laptop scale.
+
+    ``batch_size`` is the global batch: under ``torchrun`` each of W processes takes
+    ``batch_size / W`` of it. Step counts (``warmup_steps``, ``checkpoint_every``,
+    ``validate_every``) are optimizer steps; ``milestones`` are fractions of all steps.
+    """
+
+    backbone: str = "r18"
+    embedding_size: int = 512
+    input_size: int = 112
+    margin: str = "arcface"          # a key of arclab.margins.PRESETS
+    s: float = 64.0
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: int = 1
+    schedule: str = "step"           # step | poly
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of all steps, for "step"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0           # max gradient norm; 0: no clipping
+    amp: str = "auto"                # one of AMP_MODES
+    checkpoint_every: int = 100      # steps
+    validate_every: int = 0          # steps; 0: validate only at the end
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.margin not in PRESETS:
+            raise ValueError(f"margin must be one of {sorted(PRESETS)}, got {self.margin!r}")
+        if self.schedule not in ("step", "poly"):
+            raise ValueError(f"schedule must be 'step' or 'poly', got {self.schedule!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
+        for key in ("embedding_size", "input_size", "batch_size", "epochs",
+                    "checkpoint_every"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        for key in ("warmup_steps", "validate_every", "seed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+        for key in ("s", "lr"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+        for key in ("momentum", "weight_decay", "grad_clip"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+        if any(not 0 < f < 1 for f in self.milestones):
+            raise ValueError(f"milestones must be fractions in (0, 1), got {self.milestones!r}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (milestones as a list), as stored in checkpoints."""
+        return asdict(self) | {"milestones": list(self.milestones)}
+
+
+def load_config(source: dict | str | Path) -> TrainConfig:
+    """A TrainConfig from a dict or a YAML file; unknown keys are refused by name.
+
+    Example:
+        >>> load_config({"backbone": "mbf", "milestones": [0.4, 0.8]}).milestones
+        (0.4, 0.8)
+    """
+    import yaml
+
+    data = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"a training config must be a mapping of keys, got {type(data).__name__}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data or {}) - known)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+    data = dict(data or {})
+    if "milestones" in data:
+        data["milestones"] = tuple(data["milestones"])
+    return TrainConfig(**data)
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up, then step decay ×0.1 at each
+    milestone or polynomial decay (1 − t)².
+
+    Example:
+        >>> cfg = TrainConfig(lr=0.1, warmup_steps=2, milestones=(0.5,))
+        >>> [round(learning_rate(cfg, s, 6), 4) for s in range(6)]
+        [0.05, 0.1, 0.1, 0.01, 0.01, 0.01]
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "poly":
+        t = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return cfg.lr * (1 - t) ** 2
+    passed = sum(step >= math.floor(f * total_steps) for f in cfg.milestones)
+    return cfg.lr * 0.1**passed

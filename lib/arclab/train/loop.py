@@ -1,0 +1,228 @@
+"""The recognition training loop: backbone + cosine head + margin loss, SGD, resumable.
+
+Deterministic on CPU: the batches of a step come from a per-epoch permutation seeded by
+(seed, epoch), the global RNG (flip augmentation, dropout) is re-seeded from (seed, step, rank)
+before every step, and the learning rate is a pure function of the step, so a run resumed from a
+checkpoint continues the very same loss curve. Checkpoints are written atomically and read with
+``torch.load(weights_only=True)``.
+
+Under ``torchrun`` (a process group is initialised) the model and head are wrapped in
+DistributedDataParallel: every process takes its ``batch_size / W`` share of the step's global
+batch, gradients are averaged, and only rank 0 logs, validates and writes checkpoints.
+
+Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from arclab.atomic import atomic_path
+from arclab.heads import make_head
+from arclab.margins import MarginLoss
+from arclab.models import get_model
+from arclab.train.config import TrainConfig, learning_rate
+
+__all__ = ["amp_dtype", "step_batch", "train"]
+
+Validator = Callable[[nn.Module], dict[str, float]]
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` mode on ``device``; None means full fp32.
+
+    Example:
+        >>> amp_dtype("auto", torch.device("cpu")) is None, amp_dtype("bf16", torch.device("cpu"))
+        (True, torch.bfloat16)
+    """
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp='fp16' needs a CUDA device (loss scaling), got {device.type}; "
+                         "use amp='bf16' or 'off'")
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+class _Net(nn.Module):
+    """Backbone (under autocast when ``dtype``) then head in fp32: (N, 3, S, S) -> (N, C)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.model, self.head, self.dtype = model, head, dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx = (torch.autocast(x.device.type, dtype=self.dtype) if self.dtype is not None
+               else nullcontext())
+        with ctx:
+            emb = self.model(x)
+        return self.head(emb.float())  # cosines and arccos stay in fp32
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
+               world_size: int = 1) -> tuple[Tensor, Tensor]:
+    """The images (B/W, 3, S, S) and labels (B/W,) that process ``rank`` trains on at
+    ``step``; re-seeds the global RNG from (seed, step, rank) first, so augmentation is a pure
+    function of the step."""
+    per_epoch = len(dataset) // cfg.batch_size
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
+        cfg.seed * 1_000_003 + epoch))
+    local = cfg.batch_size // world_size
+    start = k * cfg.batch_size + rank * local
+    torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + rank)
+    items = [dataset[int(i)] for i in perm[start:start + local]]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def _keep_log(path: Path, upto: int) -> None:
+    """Drop log lines of steps a resumed run is about to redo (step >= ``upto``)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] < upto]
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(line + "\n" for line in keep))
+
+
+def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
+          validate: Validator | None = None, max_steps: int | None = None,
+          device: str | torch.device | None = None, progress: bool = True) -> dict:
+    """Train on ``dataset`` (items: (3, H, W) float image in [−1, 1], int label in
+    [0, n_classes)).
+
+    Resumes from ``out_dir/checkpoint.pt`` when it exists (a checkpoint of another config is
+    refused); stops after ``max_steps`` total steps if given (to simulate an interruption).
+    Writes ``log.jsonl`` (one line per step: step, loss, lr, images/s; one per validation:
+    step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end.
+    ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
+
+    Returns:
+        {"losses": every step's loss so far, "step": steps done, "total_steps", "model",
+        "head", "validation": [{"step", name: value, ...}, ...]}.
+    """
+    from tqdm.auto import tqdm
+
+    import arclab
+
+    out_dir = Path(out_dir)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    rank, world = _world()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of "
+                         f"processes ({world})")
+    per_epoch = len(dataset) // cfg.batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must not exceed the data set "
+                         f"({len(dataset)} items)")
+    dev = torch.device(device) if isinstance(device, torch.device) else arclab.get_device(device)
+    dtype = amp_dtype(cfg.amp, dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = get_model(cfg.backbone, embedding_size=cfg.embedding_size,
+                      input_size=cfg.input_size).to(dev)
+    head = make_head(cfg.margin, cfg.embedding_size, n_classes).to(dev)
+    net: nn.Module = _Net(model, head, dtype)
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    loss_fn = MarginLoss(cfg.margin, s=cfg.s)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    total = per_epoch * cfg.epochs
+    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
+    losses: list[float] = []
+    history: list[dict] = []
+    start = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if state.get("config") != cfg.to_dict():
+            raise ValueError(f"{ckpt} was written with another config; use a new out_dir")
+        model.load_state_dict(state["model"])
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        losses, history = list(state["losses"]), list(state["validation"])
+        start = int(state["step"])
+    stop = total if max_steps is None else min(total, max_steps)
+
+    def save(step: int) -> None:
+        if rank == 0:
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "head": head.state_dict(),
+                            "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                            "step": step, "losses": losses, "validation": history,
+                            "config": cfg.to_dict()}, tmp)
+
+    def run_validation(step: int, log) -> None:
+        if validate is None or rank != 0 or any(h["step"] == step for h in history):
+            return
+        was = model.training
+        result = {k: float(v) for k, v in validate(model).items()}
+        model.train(was)
+        history.append({"step": step, **result})
+        log.write(json.dumps({"step": step, "validation": result}) + "\n")
+        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+
+    if rank == 0:
+        _keep_log(log_path, start)
+    net.train()
+    bar = tqdm(range(start, stop), desc="training", unit="step", leave=False,
+               disable=not progress or rank != 0, initial=start, total=stop)
+    with open(log_path, "a") if rank == 0 else nullcontext() as log:
+        for step in bar:
+            t0 = time.perf_counter()
+            x, y = step_batch(dataset, cfg, step, rank=rank, world_size=world)
+            lr = learning_rate(cfg, step, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(net(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            value = loss.detach()
+            if world > 1:
+                torch.distributed.all_reduce(value)
+                value = value / world
+            losses.append(value.item())
+            rate = cfg.batch_size / (time.perf_counter() - t0)
+            if rank == 0:
+                log.write(json.dumps({"step": step, "loss": losses[-1], "lr": lr,
+                                      "images_per_s": rate}) + "\n")
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}",
+                                img_s=f"{rate:.0f}", refresh=False)
+            if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
+                run_validation(step + 1, log)
+            if (step + 1) % cfg.checkpoint_every == 0:
+                save(step + 1)
+        if stop == total:
+            run_validation(stop, log)
+    bar.close()
+    save(stop)
+    return {"losses": losses, "step": stop, "total_steps": total, "model": model,
+            "head": head, "validation": history}

@@ -1,0 +1,252 @@
+"""A training run as data: ``{train, data, validation}`` from YAML, the data sets and
+validators it names, and runs cached on disk by the hash of their spec.
+
+The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
+
+    train:                  # TrainConfig keys (arclab.train.config)
+      backbone: r18
+      input_size: 32
+    data:
+      source: synthfaces    # synthfaces | imagefolder | recordio
+      n_identities: 200     # synthfaces: identities × images each, rendered aligned
+      n_per_identity: 20
+      synth: {nuisance: 0.5}  # SynthConfig keys
+      # imagefolder: {root: DIR}; recordio: {rec: FILE, idx: FILE}
+    validation:             # name: a SynthFaces protocol (lfw, cfp_fp, agedb) with its
+      lfw: {n_identities: 100, pairs_per_fold: 60}   # arguments, or {bin: FILE.bin}
+      my_lfw: {bin: data/lfw.bin}
+
+Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from arclab.train.config import TrainConfig, load_config
+
+__all__ = ["build_dataset", "build_validator", "load_spec", "run_dir", "run_spec"]
+
+_SECTIONS = ("train", "data", "validation")
+_SOURCES = {"synthfaces": {"n_identities", "n_per_identity", "synth"},
+            "imagefolder": {"root"}, "recordio": {"rec", "idx"}}
+
+
+def load_spec(source: dict | str | Path) -> dict:
+    """Read and check a spec; returns {"train": TrainConfig, "data": dict, "validation": dict}.
+
+    Every unknown key fails here, before any rendering or training, naming the key.
+
+    Example:
+        >>> s = load_spec({"train": {"input_size": 32},
+        ...                "data": {"n_identities": 4, "n_per_identity": 2}})
+        >>> s["train"].input_size, s["data"]["source"], s["validation"]
+        (32, 'synthfaces', {})
+    """
+    import yaml
+
+    raw = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"a spec must be a mapping with keys {list(_SECTIONS)}, got "
+                         f"{type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown spec sections {unknown}; valid: {list(_SECTIONS)}")
+    train = load_config(raw.get("train") or {})
+    data = dict(raw.get("data") or {})
+    data.setdefault("source", "synthfaces")
+    if data["source"] not in _SOURCES:
+        raise ValueError(f"data.source must be one of {sorted(_SOURCES)}, got "
+                         f"{data['source']!r}")
+    extra = sorted(set(data) - _SOURCES[data["source"]] - {"source"})
+    if extra:
+        raise ValueError(f"unknown data keys {extra} for source {data['source']!r}; valid: "
+                         f"{sorted(_SOURCES[data['source']])}")
+    if data["source"] == "synthfaces":
+        from arclab.data.params import SynthConfig
+
+        for key in ("n_identities", "n_per_identity"):
+            if key not in data:
+                raise ValueError(f"data.{key} is required for source 'synthfaces'")
+        SynthConfig(**_synth_keys(data.get("synth")))
+    validation = dict(raw.get("validation") or {})
+    for name, entry in validation.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"validation.{name} must be a mapping, got {entry!r}")
+        _check_validation(name, entry)
+    return {"train": train, "data": data,
+            "validation": validation}
+
+
+def _synth_keys(synth: dict | None) -> dict:
+    from dataclasses import fields
+
+    from arclab.data.params import SynthConfig
+
+    synth = dict(synth or {})
+    known = {f.name for f in fields(SynthConfig)}
+    unknown = sorted(set(synth) - known)
+    if unknown:
+        raise ValueError(f"unknown data.synth keys {unknown}; valid: {sorted(known)}")
+    return synth
+
+
+def _check_validation(name: str, entry: dict) -> None:
+    from arclab.data.protocols import PROTOCOLS
+
+    if "bin" in entry:
+        if set(entry) != {"bin"}:
+            raise ValueError(f"validation.{name} with 'bin' takes no other keys, got "
+                             f"{sorted(entry)}")
+    elif name not in PROTOCOLS:
+        raise ValueError(f"validation.{name} must be a SynthFaces protocol "
+                         f"{sorted(PROTOCOLS)} or have a 'bin' file")
+
+
+class _Normalised(Dataset):
+    """uint8 (3, H, W) items of another data set as float [−1, 1], mirrored with p = 1/2."""
+
+    def __init__(self, base: Dataset, size: int) -> None:
+        self.base, self.size = base, size
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.base[i]
+        if tuple(img.shape[1:]) != (self.size, self.size):
+            raise ValueError(f"image {i} is {tuple(img.shape[1:])}, expected "
+                             f"({self.size}, {self.size}) (train.input_size)")
+        img = img.float() / 127.5 - 1
+        return (img.flip(2) if torch.rand(()) < 0.5 else img), int(label)
+
+
+class _RecordIOFaces(Dataset):
+    """An insightface ``train.rec``: (uint8 (3, H, W), label) per image record."""
+
+    def __init__(self, rec: str, idx: str | None) -> None:
+        from arclab.data.recordio import RecordIOReader
+
+        self.reader = RecordIOReader(rec, idx)
+        self.keys = [k for k in self.reader.keys() if self.reader.read(k)[0]["flag"] == 0]
+        if not self.keys:
+            raise ValueError(f"data.rec {rec} holds no image records")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        key = self.keys[i]
+        header, _ = self.reader.read(key)
+        return torch.from_numpy(self.reader.read_image(key)).permute(2, 0, 1), int(
+            header["label"])
+
+
+def build_dataset(data: dict, size: int, *, progress: bool = True) -> tuple[Dataset, int]:
+    """The training set a spec's ``data`` names, at ``size``×``size``; returns
+    (data set of ((3, size, size) float in [−1, 1], label), number of classes)."""
+    if data["source"] == "synthfaces":
+        from arclab.data.cache import FaceDataset, cached_render
+        from arclab.data.params import SynthConfig
+        from arclab.data.protocols import training_set
+
+        cfg = SynthConfig(**_synth_keys(data.get("synth")))
+        t = training_set(cfg, data["n_identities"], data["n_per_identity"])
+        images = cached_render(cfg, t["items"], size=size, progress=progress)["images"]
+        return FaceDataset(images, t["label"], flip=True), int(data["n_identities"])
+    if data["source"] == "imagefolder":
+        from arclab.data.formats import ImageFolderFaces
+
+        base = ImageFolderFaces(data["root"], image_size=size)
+        return _Normalised(base, size), len(base.classes)
+    base = _RecordIOFaces(data["rec"], data.get("idx"))
+    labels = {int(base.reader.read(k)[0]["label"]) for k in base.keys}
+    if min(labels) < 0:
+        raise ValueError(f"data.rec {data['rec']} has negative labels")
+    return _Normalised(base, size), max(labels) + 1
+
+
+def _as_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def build_validator(validation: dict, data: dict, size: int, *, batch_size: int = 256,
+                    progress: bool = False):
+    """``validate(model) -> {name: 10-fold accuracy}`` over the spec's validation sets
+    (rendered or read once, here), with the flip test; None if there are none."""
+    if not validation:
+        return None
+    from arclab.evaluation import verification_accuracy_10fold
+    from arclab.models import extract_embeddings
+
+    sets = {}
+    for name, entry in validation.items():
+        if "bin" in entry:
+            from arclab.data.formats import load_bin
+
+            images, issame = load_bin(entry["bin"], image_size=size)
+            sets[name] = (images[0::2], images[1::2], issame)
+        else:
+            from arclab.data.cache import render_pairs
+            from arclab.data.params import SynthConfig
+            from arclab.data.protocols import make_protocol
+
+            cfg = SynthConfig(**_synth_keys(data.get("synth")))
+            pairs = make_protocol(name, cfg, **entry)
+            left, right = render_pairs(pairs, size=size, progress=progress)
+            sets[name] = (left, right, pairs["issame"])
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        out = {}
+        for name, (left, right, issame) in sets.items():
+            emb = [extract_embeddings(model, (_as_tensor(side[i:i + batch_size])
+                                              for i in range(0, len(side), batch_size)))
+                   for side in (left, right)]
+            out[name] = verification_accuracy_10fold(emb[0], emb[1], issame)["mean"]
+        return out
+
+    return validate
+
+
+def _spec_dict(spec: dict) -> dict:
+    return {"train": spec["train"].to_dict(), "data": spec["data"],
+            "validation": spec["validation"]}
+
+
+def run_dir(spec: dict, root: str | Path | None = None) -> Path:
+    """Where a spec's run lives: ``root`` (default ``$ARCLAB_CACHE/runs``) / a hash of the
+    whole spec, so a changed key never resumes a stale run."""
+    from arclab.data.cache import RENDER_VERSION, cache_dir
+
+    root = Path(root) if root is not None else cache_dir() / "runs"
+    blob = json.dumps({**_spec_dict(spec), "render": RENDER_VERSION}, sort_keys=True)
+    return root / hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def run_spec(spec: dict | str | Path, out_dir: str | Path | None = None, *,
+             device: str | None = None, progress: bool = True,
+             max_steps: int | None = None) -> dict:
+    """Train what a spec describes; resumes (or, when finished, just reloads) the run in
+    ``out_dir`` (default :func:`run_dir`). Returns :func:`arclab.train.train`'s dict plus
+    ``"out_dir"`` and ``"spec"``."""
+    from arclab.train.loop import train
+
+    spec = load_spec(spec) if not isinstance(spec.get("train") if isinstance(spec, dict)
+                                             else None, TrainConfig) else spec
+    out = Path(out_dir) if out_dir is not None else run_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(json.dumps(_spec_dict(spec), indent=1, sort_keys=True))
+    size = spec["train"].input_size
+    dataset, n_classes = build_dataset(spec["data"], size, progress=progress)
+    validate = build_validator(spec["validation"], spec["data"], size)
+    result = train(spec["train"], dataset, n_classes, out, validate=validate,
+                   max_steps=max_steps, device=device, progress=progress)
+    return {**result, "out_dir": out, "spec": copy.deepcopy(spec)}
