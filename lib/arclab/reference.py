@@ -10,7 +10,7 @@ Taught in: notebooks/00_tour.ipynb
 
 from __future__ import annotations
 
-__all__ = ["ARCFACE_ABLATION", "BOOK_MAP"]
+__all__ = ["ARCFACE_ABLATION", "BOOK_MAP", "LFR_BACKBONES"]
 
 BOOK_MAP: list[dict[str, str]] = [
     {"notebook": "00_tour", "reproduces": "slides: softmax vs normalised softmax (2-D toy)",
@@ -64,3 +64,18 @@ ARCFACE_ABLATION: dict[str, dict[str, float]] = {
     "cm2": {"lfw": 99.50, "cfp_fp": 95.24, "agedb_30": 94.86},
 }
 """ArcFace paper margin ablation (CASIA, ResNet50): LFW / CFP-FP / AgeDB-30 accuracy in %."""
+
+
+LFR_BACKBONES: dict[str, dict[str, float | str]] = {
+    # challenge README (002): the baselines, FLOPs as the challenge counts them, at 112x112
+    "y2": {"source": "002 baseline (light track)", "flops": 933e6,
+           "tar_image": 0.64691, "tar_video": 0.47191, "embedding_size": 256},
+    "r100": {"source": "002 baseline r100fc (large track)", "flops": 24e9,
+             "tar_image": 0.80312, "tar_video": 0.64894},
+    # challenge paper (001): Table 3 light MobileNet, Table 4 ResNet124
+    "mnet_lfr": {"source": "001 Table 3 light MobileNet", "flops": 1.0e9, "size_mb": 19.80,
+                 "embedding_size": 256},
+    "r124": {"source": "001 Table 4 ResNet124", "flops": 29.70e9, "size_mb": 297.0},
+}
+"""Published cost of the challenge's backbones (FLOPs in the challenge convention, fp32 MB)
+and the baselines' TAR (image: @FAR 1e-8; video: @FAR 1e-4)."""

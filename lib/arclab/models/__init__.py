@@ -1,14 +1,15 @@
 """Face-recognition backbones and their cost: iresnet family, MobileFaceNet (``mbf``, ``y2``),
 the challenge paper's light MobileNet (``mnet_lfr``), FLOPs/MACs counter.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
-from arclab.models.embed import extract_embeddings
-from arclab.models.flops import check_track, count_flops
+from arclab.models.embed import embed_images, extract_embeddings
+from arclab.models.flops import backbone_costs, check_track, count_flops
 from arclab.models.iresnet import IRESNET_LAYERS, MODEL_NAMES, get_model, iresnet
 from arclab.models.mobilefacenet import mobilefacenet, y2
 from arclab.models.mobilenet_lfr import mnet_lfr
 
-__all__ = ["IRESNET_LAYERS", "MODEL_NAMES", "check_track", "count_flops", "extract_embeddings",
-           "get_model", "iresnet", "mnet_lfr", "mobilefacenet", "y2"]
+__all__ = ["IRESNET_LAYERS", "MODEL_NAMES", "backbone_costs", "check_track", "count_flops",
+           "embed_images", "extract_embeddings", "get_model", "iresnet", "mnet_lfr",
+           "mobilefacenet", "y2"]

@@ -1,6 +1,6 @@
 """Embeddings of a whole data set, with the flip test (feature of image + feature of mirror).
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["extract_embeddings"]
+__all__ = ["embed_images", "extract_embeddings"]
 
 
 def extract_embeddings(model: nn.Module, loader: Iterable, *, flip: bool = True,
@@ -47,3 +47,31 @@ def extract_embeddings(model: nn.Module, loader: Iterable, *, flip: bool = True,
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def embed_images(model: nn.Module, images, *, batch_size: int = 256, flip: bool = True,
+                 progress: bool = False) -> Tensor:
+    """Embeddings (N, D) float32 of uint8 images (N, H, W, 3) (a numpy array or memmap, as
+    SynthFaces and ``load_bin`` return them), scaled to [−1, 1] as in training, batched,
+    with the flip test.
+
+    Example:
+        >>> import numpy as np
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+        >>> embed_images(net, np.zeros((5, 2, 2, 3), np.uint8), batch_size=2).shape
+        torch.Size([5, 4])
+    """
+    import numpy as np
+
+    if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) uint8, got shape "
+                         f"{getattr(images, 'shape', None)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    def batches():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.array(images[i:i + batch_size], dtype=np.uint8))
+            yield x.permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    return extract_embeddings(model, batches(), flip=flip, progress=progress)

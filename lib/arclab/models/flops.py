@@ -7,7 +7,7 @@ and calls them FLOPs):
   Hout·Wout·Cout for a bias; fully connected 2·in·out; BN and activations ignored.
 - ``macs``: conv Cin·k_h·k_w/groups·Hout·Wout·Cout; fully connected in·out.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["check_track", "count_flops"]
+__all__ = ["backbone_costs", "check_track", "count_flops"]
 
 
 def count_flops(model: nn.Module, input_size: tuple[int, int, int] = (3, 112, 112)) -> dict:
@@ -53,7 +53,8 @@ def count_flops(model: nn.Module, input_size: tuple[int, int, int] = (3, 112, 11
     try:
         model.eval()
         with torch.no_grad():
-            out = model(torch.zeros(1, *input_size))
+            device = next(model.parameters(), torch.zeros(0)).device  # "meta" works: shapes only
+            out = model(torch.zeros(1, *input_size, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -75,3 +76,23 @@ def check_track(counts: dict) -> dict[str, bool]:
     dim_ok = counts["embedding_size"] <= 512
     return {"light": counts["flops"] <= 1e9 and counts["size_mb"] <= 20 and dim_ok,
             "large": counts["flops"] <= 30e9 and dim_ok}
+
+
+def backbone_costs(names, input_size: int = 112) -> dict[str, dict]:
+    """:func:`count_flops` and :func:`check_track` of each named backbone (built at its default
+    embedding size) at ``input_size``×``input_size``: {name: {flops, macs, params, size_mb,
+    embedding_size, light, large}}.
+
+    Example:
+        >>> backbone_costs(["mbf"], 112)["mbf"]["light"]
+        True
+    """
+    from arclab.models.iresnet import get_model
+
+    out = {}
+    for name in names:
+        with torch.device("meta"):  # no weights are allocated, no arithmetic is done
+            model = get_model(name, input_size=input_size)
+        counts = count_flops(model, (3, input_size, input_size))
+        out[name] = {**counts, **check_track(counts)}
+    return out

@@ -7,7 +7,7 @@ FC → BN1d (its scale frozen at 1), the embedding. Module and parameter names f
 insightface's ``recognition/arcface_torch/backbones/iresnet.py`` so that its published
 state_dicts load with ``strict=True``.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations

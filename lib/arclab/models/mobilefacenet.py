@@ -11,7 +11,7 @@ channels (``num_group=64``), not 64 -> 128, and (b) the head (symbol_utils.get_f
 The MXNet symbol also maps pixels with (x − 127.5)/128 inside the network; here the input is
 expected already normalised that way.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations

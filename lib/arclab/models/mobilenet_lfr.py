@@ -24,7 +24,7 @@ instead of c_in gives at most 0.90 GFLOPs, so Table 3 is probably misprinted or 
 rounded up to the track limit. The released light baseline is ``y2`` (0.93 GFLOPs, 7.99 MB),
 a different network.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ from arclab.plotting.margin_curves import (
     target_logit_curves,
 )
 from arclab.plotting.style import class_colours, use_style
+from arclab.plotting.training import embedding_projection, pair_angle_histograms, training_curves
 
 __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
            "difficulty_curves",
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
-           "overflow_policies", "target_logit_curves", "use_style"]
+           "overflow_policies", "target_logit_curves", "use_style", "embedding_projection",
+           "pair_angle_histograms", "training_curves"]

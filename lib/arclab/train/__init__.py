@@ -4,7 +4,7 @@ cached by their spec.
     python -m arclab.train CONFIG.yaml [--out DIR]          # one process
     torchrun --nproc-per-node 2 -m arclab.train CONFIG.yaml  # DDP, gloo on CPU, nccl on GPU
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from arclab.train.config import AMP_MODES, TrainConfig, learning_rate, load_config

@@ -1,6 +1,6 @@
 """Training settings as data: the config dataclass, YAML loading, the learning-rate schedule.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Under ``torchrun`` (a process group is initialised) the model and head are wrapp
 DistributedDataParallel: every process takes its ``batch_size / W`` share of the step's global
 batch, gradients are averaged, and only rank 0 logs, validates and writes checkpoints.
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
       lfw: {n_identities: 100, pairs_per_fold: 60}   # arguments, or {bin: FILE.bin}
       my_lfw: {bin: data/lfw.bin}
 
-Taught in: notebooks/04_training_a_face_model.ipynb (planned)
+Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -174,10 +173,6 @@ def build_dataset(data: dict, size: int, *, progress: bool = True) -> tuple[Data
     return _Normalised(base, size), max(labels) + 1
 
 
-def _as_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def build_validator(validation: dict, data: dict, size: int, *, batch_size: int = 256,
                     progress: bool = False):
     """``validate(model) -> {name: 10-fold accuracy}`` over the spec's validation sets
@@ -185,7 +180,7 @@ def build_validator(validation: dict, data: dict, size: int, *, batch_size: int 
     if not validation:
         return None
     from arclab.evaluation import verification_accuracy_10fold
-    from arclab.models import extract_embeddings
+    from arclab.models import embed_images
 
     sets = {}
     for name, entry in validation.items():
@@ -207,9 +202,7 @@ def build_validator(validation: dict, data: dict, size: int, *, batch_size: int 
     def validate(model: nn.Module) -> dict[str, float]:
         out = {}
         for name, (left, right, issame) in sets.items():
-            emb = [extract_embeddings(model, (_as_tensor(side[i:i + batch_size])
-                                              for i in range(0, len(side), batch_size)))
-                   for side in (left, right)]
+            emb = [embed_images(model, side, batch_size=batch_size) for side in (left, right)]
             out[name] = verification_accuracy_10fold(emb[0], emb[1], issame)["mean"]
         return out
 

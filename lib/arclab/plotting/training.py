@@ -1,0 +1,80 @@
+"""Figures of a training run and of the embedding it learned.
+
+Taught in: notebooks/04_training_a_face_model.ipynb
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from arclab.plotting.style import axes_or_new, class_colours
+
+__all__ = ["embedding_projection", "pair_angle_histograms", "training_curves"]
+
+
+def training_curves(losses: list[float], validation: list[dict], *, smooth: int = 10,
+                    steps_per_epoch: int | None = None) -> Figure:
+    """Left: training loss per step (raw and a ``smooth``-step running mean); right: the
+    validation accuracies (%) against the step. ``validation``: [{"step", name: acc}, ...]."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    steps = np.arange(1, len(losses) + 1)
+    ax_loss.plot(steps, losses, color="C0", lw=0.6, alpha=0.4, label="per step")
+    if len(losses) >= smooth > 1:
+        mean = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
+        ax_loss.plot(steps[smooth - 1:], mean, color="C0", lw=1.8, label=f"mean of {smooth}")
+    if steps_per_epoch:
+        for e in range(steps_per_epoch, len(losses) + 1, steps_per_epoch):
+            ax_loss.axvline(e, color="0.8", lw=0.6, zorder=0)
+    ax_loss.set(xlabel="step", ylabel="margin loss (nats)", title="Training loss")
+    ax_loss.legend(fontsize=7)
+    names = [k for k in (validation[0] if validation else {}) if k != "step"]
+    for colour, name in zip(class_colours(max(len(names), 1)), names):
+        ax_val.plot([v["step"] for v in validation], [100 * v[name] for v in validation],
+                    "o-", color=colour, lw=1.6, label=name)
+    ax_val.axhline(50, color="C3", lw=0.8, ls=":", label="chance")
+    ax_val.set(xlabel="step", ylabel="10-fold accuracy (%)",
+               title="Verification on unseen identities")
+    ax_val.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def pair_angle_histograms(angles: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                          ax=None) -> Figure:
+    """Angles (degrees) between the embeddings of positive pairs (solid) and negative pairs
+    (dashed), one colour per model; densities, so sets of different sizes compare.
+    ``angles`` maps a model name to (positive_deg, negative_deg)."""
+    fig, ax = axes_or_new(ax, figsize=(7.0, 3.4))
+    bins = np.linspace(0, 180, 91)
+    for colour, (name, (pos, neg)) in zip(class_colours(len(angles)), angles.items()):
+        ax.hist(np.asarray(pos), bins=bins, density=True, histtype="step", color=colour,
+                lw=1.6, label=f"{name}: same identity")
+        ax.hist(np.asarray(neg), bins=bins, density=True, histtype="step", color=colour,
+                lw=1.6, ls="--", label=f"{name}: different identities")
+    ax.set(xlabel="angle between embeddings (degrees)", ylabel="density", xlim=(0, 180),
+           title="Positive pairs close, negative pairs near 90°")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def embedding_projection(features: torch.Tensor | np.ndarray, ids, *, ax=None,
+                         title: str = "Embeddings of unseen identities (first two PCs)"
+                         ) -> Figure:
+    """The L2-normalised embeddings (N, D) projected on their first two principal
+    components, coloured by identity."""
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    x = x - x.mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    xy = (x @ v[:2].T).numpy()
+    ids = np.asarray(ids)
+    fig, ax = axes_or_new(ax, figsize=(4.6, 4.2))
+    uniq = np.unique(ids)
+    for colour, i in zip(class_colours(len(uniq)), uniq):
+        ax.scatter(*xy[ids == i].T, s=12, color=colour, alpha=0.85)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.set_aspect("equal", adjustable="datalim")
+    return fig
