@@ -21,6 +21,7 @@ from arclab.evaluation import (
     verification_accuracy_10fold,
     write_features,
 )
+from arclab.evaluation._passes import _Store
 from arclab.evaluation._select import (
     Counts,
     _bin_of_rank,
@@ -28,7 +29,15 @@ from arclab.evaluation._select import (
     nearest_step,
     strict_answer,
 )
-from arclab.evaluation._tiles import as_features, bin_keys
+from arclab.evaluation._tiles import (
+    TileGrid,
+    as_features,
+    bin_keys,
+    fill_keys,
+    prepare,
+    scan_tiles,
+    tiles_of,
+)
 from arclab.evaluation.allpairs import _evaluate
 
 RNG_SEED = 20240605
@@ -120,6 +129,135 @@ def test_two_threads_give_the_same_answer(random_case):
         assert_same(got, reference(s, ids[i] == ids[j], fprs, "strict"))
     finally:
         torch.set_num_threads(1)
+
+
+def test_two_threads_with_masks_give_the_same_answer():
+    """Two threads split each tile in halves that apply the mask's pairs (group ids: flat
+    indices; a callable: a bool tile) on their own; tiles too small to split run whole."""
+    rng = np.random.default_rng(RNG_SEED + 9)
+    n = 1200  # tiles of 512 x 512 and 512 x 176 are split, 176 x 176 is not
+    ids = rng.integers(0, 120, n)
+    x = torch.tensor(rng.standard_normal((120, 32))[ids] + 1.5 * rng.standard_normal((n, 32)),
+                     dtype=torch.float32)
+    i, j, s = (t.numpy() for t in all_pair_scores(x, block_size=512))
+    groups = rng.integers(0, 300, n)
+    g = torch.as_tensor(groups)
+    fprs = [1.0, 0.5, 0.1, 1e-2, 1e-3, 1e-4, 1e-5]
+    torch.set_num_threads(2)
+    try:
+        for mask, keep in [(groups, groups[i] != groups[j]),
+                           (lambda a, b: g[a] == g[b], groups[i] != groups[j])]:
+            for rule in ("strict", "nearest"):
+                for kw in ({}, {"speculative": False}):
+                    got, _ = evaluate(x, ids, fprs, block_size=512, mask=mask, rule=rule, **kw)
+                    assert_same(got, reference(s[keep], (ids[i] == ids[j])[keep], fprs, rule))
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_later_passes_read_only_the_tiles_that_reach_the_wanted_bins(random_case):
+    """Pass 1 keeps each tile's highest counted key; a pass for the top bins (small FPRs)
+    skips the tiles whose pairs all score below them, and still answers exactly (ids in no
+    particular order, so positives sit in every tile)."""
+    x, ids, i, j, s, _ = random_case
+    m = int((ids[i] != ids[j]).sum())
+    fprs = [1e-5, 1e-6, 1 / m]
+    for rule in ("strict", "nearest"):
+        got, info = evaluate(x, ids, fprs, block_size=256, rule=rule, speculative=False)
+        assert_same(got, reference(s, ids[i] == ids[j], fprs, rule))
+        assert info["passes"] >= 2
+        assert 0 < info["tiles_reread"] < info["tiles"] * (info["passes"] - 1)
+    groups = np.random.default_rng(RNG_SEED + 10).integers(0, 600, len(ids))
+    keep = groups[i] != groups[j]
+    got, info = evaluate(x, ids, fprs, block_size=256, mask=groups, speculative=False)
+    assert_same(got, reference(s[keep], (ids[i] == ids[j])[keep], fprs, "strict"))
+    assert 0 < info["tiles_reread"] < info["tiles"]
+
+
+def test_scores_at_and_beyond_plus_minus_one_fall_in_the_end_bins():
+    """Duplicates score 1 (or a rounding above it) and negated copies -1 (or below): their
+    keys are clamped to the first and last bins, and FPRs near 0 and 1 read exactly those."""
+    rng = np.random.default_rng(RNG_SEED + 11)
+    base = rng.standard_normal((150, 20))
+    x = torch.tensor(np.r_[base, base[:50] * 3.0, -base[50:100]], dtype=torch.float32)
+    ids = np.r_[np.arange(150) // 3, np.arange(50) // 3, 1000 + np.arange(50)]
+    i, j, s = (t.numpy() for t in all_pair_scores(x, block_size=64))
+    assert s.max() >= 1.0 - 1e-6 and s.min() <= -1.0 + 1e-6
+    same = ids[i] == ids[j]
+    m = int((~same).sum())
+    fprs = [1.0, 1 - 1 / m, 1 - 30 / m, 0.5, 30 / m, 1 / m]
+    for rule in ("strict", "nearest"):
+        for kw in ({}, {"speculative": False}, {"bins": 16, "speculative": False}):
+            got, _ = evaluate(x, ids, fprs, block_size=64, rule=rule, **kw)
+            assert_same(got, reference(s, same, fprs, rule))
+
+
+def test_tile_parts_get_the_keys_of_the_whole_tile():
+    """Keys filled part by part (as the helper threads do) equal the whole tile's, with the
+    diagonal, a group mask, a callable mask and the positives all keyed out, and the parts'
+    positives are the whole tile's."""
+    rng = np.random.default_rng(RNG_SEED + 12)
+    n = 300
+    x = torch.tensor(rng.standard_normal((n, 8)), dtype=torch.float32)
+    ids = rng.integers(0, 40, n)
+    groups = rng.integers(0, 60, n)
+    i, j, s = (t.numpy() for t in all_pair_scores(x, block_size=128))
+    for mask, keep in [(groups, groups[i] != groups[j]),
+                       (lambda a, b: (a * 7 + b) % 11 == 0, (i * 7 + j) % 11 != 0)]:
+        prob = prepare(x, ids, block_size=128, device=None, mask=mask)
+        whole_pos, part_pos, negatives = [], [], 0
+        for work in scan_tiles(prob, desc="", progress=False):
+            keys, pos = fill_keys(work, 64)
+            keys = keys.clone()
+            negatives += int((keys < 64).sum())
+            whole_pos += [] if pos is None else pos[0].tolist()
+            cuts = [0, 8, work.scores.numel() // 3, work.scores.numel()]
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                pos = fill_keys(work, 64, a, b)[1]
+                part_pos += [] if pos is None else pos[0].tolist()
+            assert torch.equal(work.keys.view(-1), keys)
+            assert keys.min() >= 0 and keys.max() <= 64
+        same = (ids[i] == ids[j]) & keep
+        assert sorted(whole_pos) == sorted(part_pos) == sorted(s[same].tolist())
+        assert negatives == int(((ids[i] != ids[j]) & keep).sum())
+
+
+def test_tile_grid_is_the_tile_list():
+    for n, block in [(2, 1), (5, 2), (10, 3), (1024, 1024), (1025, 1024), (2000, 300)]:
+        grid = TileGrid(n, block)
+        tiles = tiles_of(n, block)
+        assert len(grid) == len(tiles) and [grid[t] for t in range(len(grid))] == tiles
+        assert grid[-1] == tiles[-1] and list(grid) == tiles
+        assert all(i0 <= j0 and i1 - i0 <= block for i0, i1, j0, _ in tiles)
+        with pytest.raises(IndexError):
+            grid[len(grid)]
+
+
+def test_store_merges_chunks_into_distinct_values_with_counts():
+    rng = np.random.default_rng(RNG_SEED + 13)
+    store = _Store(limit=1000)
+    chunks = [rng.integers(0, 3000, int(rng.integers(0, 700))).astype(np.float32) / 7
+              for _ in range(40)]
+    for c in chunks:
+        store.add(c)
+    values, counts = store.result()
+    want_v, want_n = np.unique(np.concatenate(chunks), return_counts=True)
+    assert values.dtype == np.float32 and np.array_equal(values, want_v)
+    assert np.array_equal(counts, want_n)
+
+
+def test_features_are_normalised_without_changing_the_input():
+    """A converted copy (other dtype) is normalised in place; the caller's array never is."""
+    rng = np.random.default_rng(RNG_SEED + 14)
+    a64 = rng.standard_normal((50, 7)) * 3
+    a32 = a64.astype(np.float32)
+    t32 = torch.tensor(a32)
+    keep = a32.copy(), t32.clone()
+    out = [as_features(a64, None), as_features(a32, None), as_features(t32, None)]
+    assert np.array_equal(a32, keep[0]) and torch.equal(t32, keep[1])
+    assert all(torch.equal(o, out[2]) for o in out)
+    norms = torch.linalg.vector_norm(out[0], dim=1)
+    assert torch.allclose(norms, torch.ones(50), atol=1e-6)
 
 
 def test_random_data_sanity(random_case):
@@ -449,3 +587,14 @@ def test_write_features_refuses_bad_arrays(tmp_path):
     with pytest.raises(ValueError, match="features"):
         write_features(tmp_path / "x.bin", np.zeros((2, 2, 2)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wilson_interval_contains_the_estimate_at_zero_and_all():
+    from arclab.evaluation._select import wilson
+
+    for successes, n in [(0, 1000), (0, 7), (7, 7), (3, 10)]:
+        lo, hi = wilson(successes, n, 0.95)
+        assert lo <= successes / n <= hi
+    assert wilson(0, 1000, 0.95)[0] == 0.0 and wilson(1000, 1000, 0.95)[1] == 1.0
+    z = 1.959963984540054  # upper bound at 0 of n: z²/(n + z²)
+    assert wilson(0, 1000, 0.95)[1] == pytest.approx(z * z / (1000 + z * z), rel=1e-12)

@@ -33,6 +33,19 @@ def test_same_seed_identity_index_gives_identical_bytes_whatever_the_batch():
     assert not torch.equal(a[0], render_faces(cfg, [5], [1], size=48)["images"][0])
 
 
+def test_pixels_do_not_depend_on_the_batch_or_its_render_chunks():
+    # every image occluded and JPEG-compressed, blur and noise as drawn; 60 images at 112 px
+    # span more than one of the renderer's chunks
+    cfg = SynthConfig(seed=1, occlusion_rate=1.0, jpeg_rate=1.0)
+    ids, idx = list(range(60)), [i % 3 for i in range(60)]
+    full = render_faces(cfg, ids, idx, size=112)
+    assert set(full["nuisance"]["occlusion"].tolist()) == {1.0, 2.0, 3.0}
+    assert len(set(full["nuisance"]["blur"].tolist())) > 10
+    for i in (0, 17, 41, 59):
+        one = render_faces(cfg, [ids[i]], [idx[i]], size=112)["images"][0]
+        assert torch.equal(full["images"][i], one), i
+
+
 def test_aligned_crops_are_least_squares_aligned_to_the_template():
     out = render_faces(SynthConfig(), list(range(8)), [0] * 8, size=112)
     lm = out["landmarks"].double()

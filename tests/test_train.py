@@ -158,3 +158,64 @@ def test_gradient_clipping_bounds_the_first_update(tiny, tmp_path):
     head0 = make_head("arcface", 16, 6).weight.detach().flatten()
     total = torch.cat([delta, head_delta - head0]).norm().item()
     assert total == pytest.approx(clip, rel=1e-3)
+
+
+def test_triplet_batches_are_p_identities_by_k_images_and_training_lowers_the_loss(tiny,
+                                                                                  tmp_path):
+    from arclab.train import step_batch
+
+    cfg = TrainConfig(**{**CFG.__dict__, "margin": "triplet", "batch_size": 12,
+                         "images_per_identity": 3, "epochs": 4, "lr": 0.05})
+    seen = []
+    for step in range(4):
+        _, y = step_batch(tiny, cfg, step)
+        counts = np.bincount(y.numpy())
+        assert sorted(counts[counts > 0].tolist()) == [3, 3, 3, 3]  # P = 4 ids, K = 3 each
+        seen.append(y)
+    halves = [step_batch(tiny, cfg, 1, rank=r, world_size=2)[1] for r in range(2)]
+    assert torch.equal(torch.cat(halves), seen[1])  # ranks split the same P x K batch
+    cfg = TrainConfig(**{**cfg.__dict__, "epochs": 10})
+    run = train(cfg, tiny, 6, tmp_path / "t", progress=False, device="cpu")
+    assert len(run["losses"]) == 20 and isinstance(run["head"], torch.nn.Identity)
+    from arclab.triplet import batch_hard_triplet_loss
+
+    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 127.5 - 1
+                     for im in tiny.images])
+    y = torch.as_tensor(tiny.labels)
+
+    def whole_set_loss(model):  # every image, no flips, eval mode: a deterministic yardstick
+        with torch.no_grad():
+            return float(batch_hard_triplet_loss(model.eval()(x), y, 0.2))
+
+    torch.manual_seed(cfg.seed)
+    start = get_model("r18", embedding_size=16, input_size=16)
+    assert whole_set_loss(run["model"]) < 0.7 * whole_set_loss(start)
+    with pytest.raises(ValueError, match="multiple of images_per_identity"):
+        TrainConfig(margin="triplet", batch_size=10, images_per_identity=4)
+
+
+def test_gradient_and_overflow_options_reach_the_margin_loss(tiny, tmp_path):
+    base = {**CFG.__dict__, "epochs": 1}
+    exact = train(TrainConfig(**base), tiny, 6, tmp_path / "e", max_steps=3,
+                  progress=False, device="cpu")
+    st = train(TrainConfig(**{**base, "gradient": "straight_through"}), tiny, 6,
+               tmp_path / "s", max_steps=3, progress=False, device="cpu")
+    assert st["losses"][0] == exact["losses"][0]  # same forward at the same start
+    assert st["losses"][1:] != exact["losses"][1:]  # a different backward moved the weights
+    with pytest.raises(ValueError, match="overflow must be"):
+        TrainConfig(overflow="wrap")
+
+
+def test_target_angle_log_equals_the_angle_of_the_first_batch(tiny, tmp_path):
+    from arclab.heads import make_head
+    from arclab.train import step_batch
+
+    run = train(CFG, tiny, 6, tmp_path / "a", max_steps=2, progress=False, device="cpu")
+    torch.manual_seed(CFG.seed)
+    model = get_model("r18", embedding_size=16, input_size=16)
+    head = make_head("arcface", 16, 6)
+    x, y = step_batch(tiny, CFG, 0)
+    cos_y = head(model(x)).gather(1, y[:, None]).clamp(-1, 1)
+    expected = torch.rad2deg(torch.arccos(cos_y)).mean().item()
+    assert run["target_angles"][0] == pytest.approx(expected, rel=1e-5)
+    assert len(run["target_angles"]) == 2 and 0 < expected < 180

@@ -56,6 +56,10 @@ def test_run_dir_changes_with_every_key():
     c = load_spec({**SPEC, "data": {**SPEC["data"], "synth": {"nuisance": 0.5}}})
     assert len({run_dir(a), run_dir(b), run_dir(c)}) == 3
     assert run_dir(a) == run_dir(load_spec(json.loads(json.dumps(SPEC))))
+    # validation reads the model and never changes it: the same run serves both
+    v = load_spec({**SPEC, "train": {**SPEC["train"], "validate_every": 2},
+                   "validation": {"lfw": {"n_identities": 10}}})
+    assert run_dir(v) == run_dir(a)
 
 
 def test_cli_trains_validates_and_refuses_bad_specs(tmp_path):

@@ -10,7 +10,7 @@ Taught in: notebooks/00_tour.ipynb
 
 from __future__ import annotations
 
-__all__ = ["ARCFACE_ABLATION", "BOOK_MAP", "LFR_BACKBONES"]
+__all__ = ["ARCFACE_ABLATION", "BOOK_MAP", "LFR_BACKBONES", "LFR_PAIRS", "LFR_TPR"]
 
 BOOK_MAP: list[dict[str, str]] = [
     {"notebook": "00_tour", "reproduces": "slides: softmax vs normalised softmax (2-D toy)",
@@ -79,3 +79,29 @@ LFR_BACKBONES: dict[str, dict[str, float | str]] = {
 }
 """Published cost of the challenge's backbones (FLOPs in the challenge convention, fp32 MB)
 and the baselines' TAR (image: @FAR 1e-8; video: @FAR 1e-4)."""
+
+
+LFR_PAIRS: dict[str, dict[str, int]] = {
+    # challenge paper (001) Table 2 (pairs) and Table 1 / section 2 (set sizes, rounded)
+    "deepglint_image": {"positive": 11_039_533, "negative": 330_145_575_217,
+                        "identities": 5_700, "images": 274_000, "distractors": 1_580_000},
+    "iqiyi_video": {"positive": 1_550_033, "negative": 14_561_114_695,
+                    "identities": 10_000, "videos": 200_000},
+}
+"""Table 2's pair counts and the set sizes the paper gives for them."""
+
+LFR_TPR: dict[str, dict[float, float]] = {
+    # challenge paper (001) Tables 6-9, the "baseline" rows: TPR at each FPR
+    "deepglint_light": dict(zip([1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2,
+                                 1e-1], [0.5000, 0.6442, 0.7670, 0.8402, 0.8953, 0.9375, 0.9664,
+                                         0.9835, 0.9923, 0.9966, 0.9990])),
+    "deepglint_large": dict(zip([1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2,
+                                 1e-1], [0.5592, 0.7336, 0.8958, 0.9337, 0.9614, 0.9788, 0.9885,
+                                         0.9934, 0.9958, 0.9974, 0.9989])),
+    "iqiyi_light": dict(zip([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+                            [0.0221, 0.2923, 0.4803, 0.6417, 0.7962, 0.9261])),
+    "iqiyi_large": dict(zip([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+                            [0.0200, 0.4774, 0.6700, 0.7895, 0.8863, 0.9551])),
+}
+"""Baseline rows of the challenge paper's Tables 6 (DeepGlint-Light), 7 (DeepGlint-Large),
+8 (iQIYI-Light) and 9 (iQIYI-Large): TPR at FPR."""

@@ -26,7 +26,7 @@ from arclab.data.synth import render_faces
 __all__ = ["RENDER_VERSION", "FaceDataset", "cache_dir", "cached_render", "render_items",
            "render_pairs"]
 
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 """Bumped whenever the renderer's pixels change, which invalidates every cache entry."""
 
 

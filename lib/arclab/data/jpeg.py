@@ -45,14 +45,25 @@ def quant_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
     return luma, chroma
 
 
+# RGB in [0, 1] -> (Y, Cb, Cr) in 0..255 units, and back (the 255 folded in)
+_RGB2YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
+                         [0.5, -0.418688, -0.081312]]) * 255
+_YCC2RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136],
+                         [1.0, 1.772, 0.0]]) / 255
+_K = torch.kron(_D, _D)  # 64×64: the 2-D DCT of a row-major flattened 8×8 block
+
+
 def _blocks_roundtrip(x: Tensor, table: Tensor) -> Tensor:
-    """DCT-quantise-inverse on (B, H, W) planes with H, W multiples of 8; table (B, 8, 8)."""
+    """DCT-quantise-inverse on (B, H, W) planes with H, W multiples of 8; table (B, 8, 8).
+
+    Each 8×8 block, flattened to 64 values, meets the 2-D DCT as one 64×64 matrix (D ⊗ D),
+    so a whole batch is two matrix products instead of many tiny ones."""
     b, h, w = x.shape
-    blk = x.reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
-    coeff = _D @ blk @ _D.T
-    t = table[:, None, None]
+    blk = x.reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(b, -1, 64)
+    coeff = blk @ _K.T
+    t = table.reshape(b, 1, 64)
     coeff = torch.round(coeff / t) * t
-    return (_D.T @ coeff @ _D).permute(0, 1, 3, 2, 4).reshape(b, h, w)
+    return (coeff @ _K).reshape(b, h // 8, w // 8, 8, 8).transpose(2, 3).reshape(b, h, w)
 
 
 def jpeg_compress(images: Tensor, quality: Tensor) -> Tensor:
@@ -70,18 +81,14 @@ def jpeg_compress(images: Tensor, quality: Tensor) -> Tensor:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     b, _, h, w = images.shape
     ph, pw = (-h) % 16, (-w) % 16
-    x = F.pad(images, (0, pw, 0, ph), mode="replicate") * 255
-    r, g, bl = x.unbind(1)
-    y = 0.299 * r + 0.587 * g + 0.114 * bl - 128
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * bl
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * bl
+    x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
+    hp, wp = x.shape[2:]
+    ycc = (_RGB2YCC @ x.reshape(b, 3, -1)).view(b, 3, hp, wp)  # Y, Cb, Cr in 0..255 units
     luma_t, chroma_t = quant_tables(quality.to(torch.float32))
-    y = _blocks_roundtrip(y, luma_t)
-    chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)  # 4:2:0
-    cb2, cr2 = (_blocks_roundtrip(chroma[:, i], chroma_t) for i in (0, 1))
-    up = F.interpolate(torch.stack([cb2, cr2], 1), scale_factor=2, mode="bilinear",
-                       align_corners=False)
-    cb, cr = up[:, 0], up[:, 1]
-    y = y + 128
-    out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
-    return (out / 255).clamp(0, 1)[:, :, :h, :w]
+    y = _blocks_roundtrip(ycc[:, 0] - 128, luma_t) + 128
+    chroma = F.avg_pool2d(ycc[:, 1:], 2)  # 4:2:0
+    chroma = _blocks_roundtrip(chroma.reshape(2 * b, hp // 2, wp // 2),
+                               chroma_t.repeat_interleave(2, 0)).view(b, 2, hp // 2, wp // 2)
+    up = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    out = _YCC2RGB @ torch.cat([y[:, None], up], 1).view(b, 3, -1)
+    return out.view(b, 3, hp, wp)[:, :, :h, :w].clamp(0, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -88,6 +89,14 @@ def _check_ids(ids, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+@lru_cache(maxsize=2**16)
+def _identity_z(seed: int, identity: int) -> np.ndarray:
+    """The standard normal draws behind one identity (cached: training sets repeat them)."""
+    z = _rng(seed, 1, identity).standard_normal(len(_IDENTITY))
+    z.flags.writeable = False
+    return z
+
+
 def identity_params(cfg: SynthConfig, identities) -> dict[str, Tensor]:
     """Shape and appearance of each identity, {name: (B,) float32}, from (cfg.seed, identity).
 
@@ -97,7 +106,7 @@ def identity_params(cfg: SynthConfig, identities) -> dict[str, Tensor]:
         (True, True)
     """
     ids = _check_ids(identities, "identities")
-    z = np.stack([_rng(cfg.seed, 1, i).standard_normal(len(_IDENTITY)) for i in ids]) \
+    z = np.stack([_identity_z(cfg.seed, int(i)) for i in ids]) \
         if len(ids) else np.zeros((0, len(_IDENTITY)))
     out = {}
     for k, (name, (mean, spread)) in enumerate(_IDENTITY.items()):
@@ -106,6 +115,10 @@ def identity_params(cfg: SynthConfig, identities) -> dict[str, Tensor]:
     out["skin_tone"] = out["skin_tone"].clamp(0, 1)
     out["base_age"] = out["base_age"].clamp(0.05, 0.95)
     return out
+
+
+def _clip(value: float, lo: float, hi: float) -> float:
+    return min(max(float(value), lo), hi)
 
 
 def nuisance_params(cfg: SynthConfig, identities, indices, **overrides) -> dict[str, Tensor]:
@@ -135,14 +148,13 @@ def nuisance_params(cfg: SynthConfig, identities, indices, **overrides) -> dict[
         if u[0] < cfg.occlusion_rate * min(n, 1.0):
             occ = 1 + int(u[1] * 3)
         rows.append([
-            float(np.clip(g[0] * cfg.yaw_deg * n, -cfg.max_yaw_deg, cfg.max_yaw_deg)),
-            float(np.clip(g[1] * cfg.pitch_deg * n, -45, 45)),
-            float(np.clip(g[2] * cfg.roll_deg * n, -45, 45)),
+            _clip(g[0] * cfg.yaw_deg * n, -cfg.max_yaw_deg, cfg.max_yaw_deg),
+            _clip(g[1] * cfg.pitch_deg * n, -45, 45), _clip(g[2] * cfg.roll_deg * n, -45, 45),
             (u[2] - 0.5) * 160 * min(n, 1.0), 10 + u[3] * 50 * min(n, 1.0),
             (u[4] - 0.5) * 0.6 * min(n, 1.0), 0.55 - 0.25 * u[5] * min(n, 1.0),
             (u[6] * 2 - 1) * cfg.expression, u[7] ** 2 * cfg.expression,
             (u[8] - 0.5) * cfg.expression, 1 - 0.6 * u[9] ** 3 * cfg.expression,
-            float(np.clip(base_age[b] + g[3] * cfg.age_jitter, 0, 1)),
+            _clip(base_age[b] + g[3] * cfg.age_jitter, 0, 1),
             occ, u[10] * 2 - 1, u[11] * 2 - 1,
             cfg.blur_px * n * u[12] ** 2, cfg.noise * n * u[13],
             float(u[14] < cfg.jpeg_rate * min(n, 1.0)), 15 + 60 * u[15],

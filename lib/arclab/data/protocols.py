@@ -137,12 +137,15 @@ def all_pairs_set(cfg: SynthConfig, n_identities: int, n_per_identity: int) -> d
             "n_positive_pairs": pos, "n_negative_pairs": total - pos}
 
 
-def video_tracks(cfg: SynthConfig, n_tracks: int, n_frames: int) -> dict:
-    """Video tracks: one evaluation identity per track, yaw sweeping smoothly over a random
+def video_tracks(cfg: SynthConfig, n_tracks: int, n_frames: int,
+                 n_identities: int | None = None) -> dict:
+    """Video tracks: one evaluation identity per track (drawn from ``n_identities``, default
+    10 × n_tracks, so most identities have one track), yaw sweeping smoothly over a random
     arc, blur rising and falling (per-frame quality), ``track`` (N,) says which track."""
     t, f = _positive("n_tracks", n_tracks), _positive("n_frames", n_frames, 2)
+    pool = 10 * t if n_identities is None else _positive("n_identities", n_identities)
     rng = np.random.default_rng([cfg.seed, 14])
-    ids = rng.integers(0, 10 * t, t) + EVAL_OFFSET
+    ids = rng.integers(0, pool, t) + EVAL_OFFSET
     phase = np.linspace(0, 1, f)
     start, span = rng.uniform(-60, 20, t), rng.uniform(20, 60, t)
     yaw = start[:, None] + span[:, None] * phase[None]

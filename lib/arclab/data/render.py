@@ -12,8 +12,6 @@ Taught in: notebooks/03_synthfaces.ipynb
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -120,37 +118,91 @@ def _background(bg_seed: Tensor, px_x: Tensor, px_y: Tensor, size: int) -> Tenso
     return img.clamp(0, 1)
 
 
-def _gaussian_blur(img: Tensor, sigma: float) -> Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
+def _gaussian_blur(img: Tensor, sigma: Tensor, radius: int) -> Tensor:
+    """Blur each image (B, 3, H, W) by its own Gaussian ``sigma`` (B,) px, taps reaching
+    ``radius`` px, edges replicated: one separable depthwise convolution for the batch."""
+    b, c, h, w = img.shape
     taps = torch.arange(-radius, radius + 1, dtype=img.dtype)
-    k = torch.exp(-0.5 * (taps / sigma) ** 2)
-    k = (k / k.sum()).expand(img.shape[1], 1, 1, -1)
-    img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="replicate"), k, groups=img.shape[1])
-    return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="replicate"), k.transpose(2, 3),
-                    groups=img.shape[1])
+    k = torch.exp(-0.5 * (taps / sigma[:, None]) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)[:, None, None, :]
+    x = F.pad(img.reshape(1, b * c, h, w), (radius, radius, 0, 0), mode="replicate")
+    x = F.conv2d(x, k, groups=b * c)
+    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(x, k.transpose(2, 3), groups=b * c).view(b, c, h, w)
+
+
+def _put(img: Tensor, sel: Tensor, values: Tensor) -> Tensor:
+    """``img[sel] = values``, in place unless autograd is tracking ``img``."""
+    return img.index_copy(0, sel, values) if img.requires_grad else img.index_copy_(0, sel, values)
 
 
 def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
-    """Blur (Gaussian, sigma in px at 112 × ``scale``, rounded to 1/8 px so that images with
-    the same sigma share one convolution), JPEG compression at ``jpeg_quality`` where ``jpeg``
-    is 1, and additive Gaussian noise seeded per image."""
-    b, c, h, w = img.shape
+    """Blur (Gaussian, sigma in px at 112 × ``scale``, rounded to 1/8 px), JPEG compression at
+    ``jpeg_quality`` where ``jpeg`` is 1, and additive Gaussian noise seeded per image.
+
+    Images whose taps reach equally far (ceil(3σ) px) are blurred by one convolution, each
+    with its own kernel."""
     levels = torch.round(nuis["blur"] * scale * 8) / 8
-    out = img.clone()
-    for level in torch.unique(levels).tolist():
-        if level > 0:
-            sel = (levels == level).nonzero().squeeze(1)
-            out[sel] = _gaussian_blur(img[sel], level)
-    img = out
+    reach = torch.where(levels > 0, torch.ceil(3 * levels).clamp(min=1), torch.zeros(()))
+    for radius in torch.unique(reach).tolist():
+        if radius > 0:
+            sel = (reach == radius).nonzero().squeeze(1)
+            img = _put(img, sel, _gaussian_blur(img[sel], levels[sel], int(radius)))
     sel = (nuis["jpeg"] > 0).nonzero().squeeze(1)
     if sel.numel():
-        img = img.clone() if img.requires_grad else img
-        img[sel] = jpeg_compress(img[sel], nuis["jpeg_quality"][sel])
-    noise = torch.empty_like(img)
-    for i, seed in enumerate(nuis["bg_seed"].tolist()):
-        torch.randn(noise.shape[1:], generator=torch.Generator().manual_seed(int(seed) + 104729),
-                    out=noise[i])
-    return (img + nuis["noise"][:, None, None, None] * noise).clamp(0, 1)
+        img = _put(img, sel, jpeg_compress(img[sel], nuis["jpeg_quality"][sel]))
+    sigma = nuis["noise"]
+    noisy = (sigma > 0).nonzero().squeeze(1).tolist()
+    if noisy:
+        noise = torch.zeros_like(img)
+        for i in noisy:
+            torch.randn(noise.shape[1:], out=noise[i], generator=torch.Generator().manual_seed(
+                int(nuis["bg_seed"][i]) + 104729))
+        img = torch.addcmul(img, noise, sigma[:, None, None, None])
+    return img.clamp(0, 1)
+
+
+# Per-pixel quantities that are affine or quadratic in the pixel coordinates are evaluated from
+# per-image coefficients: affine (B, 3) as (j, i, 1) and quadratic (B, 6) as
+# (j², i·j, i², j, i, 1), with j the column and i the row, both centred on the image.
+
+
+def _sq(lin: Tensor) -> Tensor:
+    """The quadratic coefficients of the square of an affine function."""
+    cj, ci, c0 = lin.unbind(1)
+    return torch.stack([cj * cj, 2 * cj * ci, ci * ci, 2 * cj * c0, 2 * ci * c0, c0 * c0], 1)
+
+
+def _with_const(q: Tensor, const: Tensor) -> Tensor:
+    return torch.cat([q[:, :-1], q[:, -1:] + const[:, None]], 1)
+
+
+def _affine_map(lin: Tensor, gi: Tensor, gj: Tensor) -> Tensor:
+    c = lin.float()[:, :, None, None]
+    return (c[:, 0] * gj + c[:, 2]) + c[:, 1] * gi
+
+
+def _quad_map(q: Tensor, gi: Tensor, gj: Tensor) -> Tensor:
+    q = q.float()[:, :, None, None]
+    return torch.addcmul((q[:, 2] * gi + q[:, 4]) * gi + q[:, 5] + (q[:, 0] * gj + q[:, 3]) * gj,
+                         q[:, 1] * gi, gj)
+
+
+def _ellipse_coef(x: Tensor, y: Tensor, cx: Tensor, cy: Tensor, rx: Tensor, ry: Tensor,
+                  px: Tensor) -> Tensor:
+    """Quadratic coefficients of ``_ellipse``'s coverage before clamping, for x, y affine."""
+    e0 = torch.tensor([0.0, 0.0, 1.0], dtype=x.dtype)
+    d2 = _sq((x - cx[:, None] * e0) / rx[:, None]) + _sq((y - cy[:, None] * e0) / ry[:, None])
+    s = 0.5 * torch.minimum(rx, ry) / px
+    return _with_const(-s[:, None] * d2, s + 0.5)
+
+
+def _coverage(q: Tensor, gi: Tensor, gj: Tensor) -> Tensor:
+    return _quad_map(q, gi, gj).clamp(0, 1)
+
+
+def _col(t: Tensor) -> Tensor:
+    return t[:, None, None]
 
 
 def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor, size: int,
@@ -166,77 +218,125 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
         images (B, 3, size, size) float32 in [0, 1]; landmarks (B, 5, 2) in output pixels;
         with ``return_alpha`` also the face's coverage (B, size, size) in [0, 1] (head, hair
         and hand), for compositing faces into scenes.
+
+    Each image depends only on its own parameters, never on the rest of the batch. The batch
+    is rendered in chunks of about ``_CHUNK_PIXELS`` pixels, which keeps the per-pixel
+    arrays in cache.
     """
     b = len(face_to_px)
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
-    lin = face_to_px[:, :, :2]
-    inv = torch.linalg.inv(lin)
-    px = 1.0 / torch.linalg.det(lin).abs().sqrt()  # face units per pixel, (B,)
-    grid = torch.arange(size, dtype=torch.float32)
-    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
-    px_x, px_y = gx.expand(b, size, size), gy.expand(b, size, size)
-    rel_x, rel_y = px_x - face_to_px[:, 0, 2, None, None], px_y - face_to_px[:, 1, 2, None, None]
-    x = inv[:, 0, 0, None, None] * rel_x + inv[:, 0, 1, None, None] * rel_y
-    y = inv[:, 1, 0, None, None] * rel_x + inv[:, 1, 1, None, None] * rel_y
-    pxs = px[:, None, None]
+    lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
+    step = max(1, _CHUNK_PIXELS // (size * size))
+    parts = []
+    for s in range(0, b, step):
+        e = min(s + step, b)
+        parts.append(_render_chunk({k: v[s:e] for k, v in ident.items()},
+                                   {k: v[s:e] for k, v in nuis.items()}, rot[s:e],
+                                   face_to_px[s:e], size, background, post,
+                                   return_alpha))
+    if not parts:
+        parts.append(_render_chunk(ident, nuis, rot, face_to_px, size, background, post,
+                                   return_alpha))
+    img = torch.cat([p[0] for p in parts])
+    if return_alpha:
+        return img, lm, torch.cat([p[1] for p in parts])
+    return img, lm
+
+
+_CHUNK_PIXELS = 2**19
+
+
+def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_alpha):
+    b = len(face_to_px)
+    f64 = face_to_px.double()
+    half = (size - 1) / 2
+    inv = torch.linalg.inv(f64[:, :, :2])
+    px = 1.0 / torch.linalg.det(f64[:, :, :2]).abs().sqrt()  # face units per pixel, (B,)
+    shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
+    xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
+    ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
+    g = torch.arange(size, dtype=torch.float32) - half
+    gi, gj = g[None, :, None], g[None, None, :]
+    pxf = px.float()
+    ipx = _col(1 / pxf)
     if background:  # smooth clutter: rendered at a quarter resolution, then upsampled
         low = max(8, size // 4)
-        g = torch.arange(low, dtype=torch.float32) * (size / low)
-        ly, lx = torch.meshgrid(g, g, indexing="ij")
+        gl = torch.arange(low, dtype=torch.float32) * (size / low)
+        ly, lx = torch.meshgrid(gl, gl, indexing="ij")
         bg = F.interpolate(_background(nuis["bg_seed"], lx.expand(b, low, low),
                                        ly.expand(b, low, low), size),
                            size=(size, size), mode="bilinear", align_corners=False)
     else:
         bg = torch.full((b, 3, size, size), 0.5)
     pal = _palette(ident, nuis)
+    light = pal["light"]
     # hair volume: a 2-D silhouette around the projected head, upper part only
     axes = _axes(ident)
+    axd = axes.double()
     top = project(torch.stack([torch.zeros(b), -0.35 * ident["face_h"], torch.zeros(b)], 1)
-                  [:, None], rot, torch.eye(2, 3).expand(b, 2, 3))[:, 0]
-    hv = ident["hair_volume"][:, None, None]
-    hair_mask = _ellipse(x, y, top[:, 0, None, None], top[:, 1, None, None],
-                         axes[:, 0, None, None] * hv, axes[:, 1, None, None] * 0.8 * hv, pxs)
-    img = torch.lerp(bg, pal["hair"] * pal["light"] * 0.8, hair_mask[:, None])
-    # ray-cast the head ellipsoid: view ray p(t) = (x, y, t); head coordinates q = Rᵀ p
+                  [:, None], rot, torch.eye(2, 3).expand(b, 2, 3))[:, 0].double()
+    hv = ident["hair_volume"].double()
+    hair_mask = _coverage(_ellipse_coef(xa, ya, top[:, 0], top[:, 1], axd[:, 0] * hv,
+                                        axd[:, 1] * 0.8 * hv, px), gi, gj)
+    img = torch.lerp(bg, pal["hair"] * light * 0.8, hair_mask[:, None])
+    # ray-cast the head ellipsoid: view ray p(t) = (x, y, t); head coordinates q = Rᵀ p = o + t d
     rt = rot.transpose(1, 2)
-    o = [rt[:, i, 0, None, None] * x + rt[:, i, 1, None, None] * y for i in range(3)]
-    d = rt[:, :, 2]  # (B, 3)
-    inv_a2 = 1.0 / axes**2
-    qa = (d**2 * inv_a2).sum(1)[:, None, None]
-    qb = sum(o[i] * (d[:, i] * inv_a2[:, i])[:, None, None] for i in range(3))
-    qc = sum(o[i] ** 2 * inv_a2[:, i, None, None] for i in range(3)) - 1
-    disc = qb**2 - qa * qc
-    t = (-qb + disc.clamp(min=0).sqrt()) / qa
-    qx, qy, qz = (o[i] + t * d[:, i, None, None] for i in range(3))
-    head = _soft(disc / (qa**2 * 2 * axes[:, 0, None, None]), pxs)
-    a, bh, c = (axes[:, i, None, None] for i in range(3))
+    rtd = rt.double()
+    o = [rtd[:, k, 0, None] * xa + rtd[:, k, 1, None] * ya for k in range(3)]  # affine
+    d = rtd[:, :, 2]
+    inv_a2 = 1.0 / axd**2
+    qa = (d**2 * inv_a2).sum(1)
+    qb = sum(o[k] * (d[:, k] * inv_a2[:, k])[:, None] for k in range(3))
+    qc = _with_const(sum(_sq(o[k]) * inv_a2[:, k, None] for k in range(3)), -torch.ones(b))
+    disc_q = _sq(qb) - qa[:, None] * qc
+    disc = _quad_map(disc_q, gi, gj)
+    # disc / (qa² · 2a) is about the signed distance (face units) inside the silhouette
+    head = torch.addcmul(torch.full((), 0.5), disc,
+                         _col((1 / (qa**2 * 2 * axd[:, 0] * px)).float())).clamp(0, 1)
+    t = torch.addcmul(_affine_map(-qb / qa[:, None], gi, gj), disc.clamp(min=0).sqrt(),
+                      _col((1 / qa).float()))
+    df = d.float()
+    qx, qy, qz = (torch.addcmul(_affine_map(o[k], gi, gj), t, _col(df[:, k])) for k in range(3))
+    a, bh, c = (_col(axes[:, k]) for k in range(3))
     jaw_start = 0.2 * bh
-    narrow = 1 - (1 - ident["jaw"][:, None, None]) * ((qy - jaw_start).clamp(min=0) /
-                                                      (bh - jaw_start)) ** 2
-    head = head * _soft(a * narrow - qx.abs(), pxs)
+    u = (qy - jaw_start).clamp(min=0)
+    kj = a * (1 - _col(ident["jaw"])) / (bh - jaw_start) ** 2 * ipx
+    side = torch.addcmul(torch.addcmul(a * ipx + 0.5, u * u, -kj), qx.abs(), -ipx)
+    head = head * side.clamp(0, 1)
     # shading: Lambert with the ellipsoid normal turned into view space
     az, el = torch.deg2rad(nuis["light_az"]), torch.deg2rad(nuis["light_el"])
-    light = torch.stack([el.cos() * az.sin(), -el.sin(), el.cos() * az.cos()], 1)
-    lh = (rt @ light[:, :, None])[:, :, 0]  # the light in head coordinates: n·(Rᵀl) = (Rn)·l
-    nx, ny, nz = qx / a**2, qy / bh**2, qz / c**2
-    lam = (lh[:, 0, None, None] * nx + lh[:, 1, None, None] * ny + lh[:, 2, None, None] * nz)
-    lam = lam / (nx**2 + ny**2 + nz**2).clamp(min=1e-12).sqrt()
-    amb = nuis["ambient"][:, None, None]
-    shade = amb + (1 - amb) * lam.clamp(min=0)
+    lvec = torch.stack([el.cos() * az.sin(), -el.sin(), el.cos() * az.cos()], 1)
+    lh = (rt @ lvec[:, :, None])[:, :, 0]  # the light in head coordinates: n·(Rᵀl) = (Rn)·l
+    w = lh.double() * inv_a2  # n·lh with n = q / axes²
+    num = torch.addcmul(_affine_map(sum(o[k] * w[:, k, None] for k in range(3)), gi, gj), t,
+                        _col((d * w).sum(1).float()))
+    ia4 = (inv_a2**2).float()
+    nn = (qx * _col(ia4[:, 0])) * qx
+    nn = torch.addcmul(torch.addcmul(nn, qy * _col(ia4[:, 1]), qy), qz * _col(ia4[:, 2]), qz)
+    lam = (num * nn.clamp(min=1e-12).rsqrt()).clamp(min=0)
+    amb = _col(nuis["ambient"])
+    shade = torch.addcmul(amb, lam, 1 - amb)
     to_px = _head_to_px(rot, face_to_px, axes)
-    face = _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxs, to_px, size)
-    face = face * shade[:, None] * pal["light"]
+    col, gain = _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size)
+    face = col * (shade * gain)[:, None]
     img = torch.lerp(img, face, head[:, None])
-    img = _occluders(img, ident, nuis, pal, x, y, qx, qy, head, pxs, to_px, size)
-    if post:
-        img = _post(img, nuis, size / 112.0)
-    lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
-    if return_alpha:
-        hand = _ellipse(x, y, nuis["occ_u"][:, None, None] * 0.5, nuis["occ_v"][:, None, None]
-                        * 0.5, 0.32, 0.45, pxs) * (nuis["occlusion"] == 3)[:, None, None]
-        alpha = torch.maximum(torch.maximum(hair_mask, head), hand)
-        return img.clamp(0, 1), lm, alpha
-    return img.clamp(0, 1), lm
+    img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, pxf,
+                     (rot, face_to_px, axes), size)
+    img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
+    if not return_alpha:
+        return img, None
+    alpha = torch.maximum(hair_mask, head)
+    hand_on = nuis["occlusion"] == 3
+    if bool(hand_on.any()):
+        hand = _coverage(_hand_coef(nuis, xa, ya, px), gi, gj) * _col(hand_on.float())
+        alpha = torch.maximum(alpha, hand)
+    return img, alpha
+
+
+def _hand_coef(nuis, xa, ya, px):
+    hx, hy = nuis["occ_u"].double() * 0.5, nuis["occ_v"].double() * 0.5
+    return _ellipse_coef(xa, ya, hx, hy, torch.full_like(hx, 0.32), torch.full_like(hx, 0.45),
+                         px)
 
 
 def _head_to_px(rot: Tensor, face_to_px: Tensor, axes: Tensor):
@@ -260,48 +360,66 @@ def _paint(col: Tensor, maps: tuple[Tensor, ...], centre: Tensor, radius: Tensor
            ppu: Tensor, size: int, paint) -> Tensor:
     """``col[..., window] = paint(col[..., window], *maps[..., window])`` where the window holds,
     for every image, the disc of ``radius`` (B,) head units around ``centre`` (B, 2) head
-    coordinates; ``ppu`` (B,) is pixels per head unit. Pixels outside are left as they are."""
+    coordinates; ``ppu`` (B,) is pixels per head unit. Pixels outside are left as they are,
+    and painting leaves pixels outside the disc exactly as they were, so what an image gets
+    does not depend on the rest of the batch. ``col`` may be (B, 3, H, W) or (B, H, W)."""
+    if not len(col):
+        return col
     win = _window(to_px(centre[:, None])[:, 0], radius * ppu * 1.25 + 2, size)
     if win is None:
         return col
     ys, xs = win
     col = col.clone() if col.requires_grad else col
-    col[:, :, ys, xs] = paint(col[:, :, ys, xs], *(m[:, ys, xs] for m in maps))
+    col[..., ys, xs] = paint(col[..., ys, xs], *(m[:, ys, xs] for m in maps))
     return col
 
 
-def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxs, to_px, size) -> Tensor:
-    """The head's colour in head coordinates, before shading, (B, 3, H, W). Small features
-    are painted only inside the pixel window that holds them in every image of the batch."""
+def _ellipse_fast(x: Tensor, y: Tensor, cx, cy, rx, ry, ipx: Tensor) -> Tensor:
+    """``_ellipse`` with ``1 / px`` given, in fewer passes over the pixels."""
+    s = 0.5 * torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry)) * ipx
+    u, v = (x - cx) / rx, (y - cy) / ry
+    return torch.addcmul(s + 0.5, torch.addcmul(u * u, v, v), -s).clamp(0, 1)
+
+
+def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
+    """The head's colour under the light, before shading, (B, 3, H, W), and a grey gain
+    (B, H, W) that multiplies it (wrinkles, nose, marks). Small features are painted only
+    inside the pixel window that holds them in every image of the batch."""
     def p(key: str) -> Tensor:
         return (ident[key] if key in ident else nuis[key])[:, None, None]
 
     def v(key: str) -> Tensor:
         return ident[key] if key in ident else nuis[key]
 
-    ppu = 1.0 / pxs[:, 0, 0]
-    front = _soft(qz - 0.2 * c, pxs)  # facial features fade out towards the sides
+    light = pal["light"]
+    skin, hair_c = pal["skin"] * light, pal["hair"] * light
+    ipx = _col(1 / pxf)
+    ppu = 1.0 / pxf
+    front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp(0, 1)  # features fade sideways
     hair_line = p("hairline") * bh
-    hair = torch.maximum(_soft(hair_line - qy, pxs), _soft(-qz - 0.1 * c, pxs))
-    col = torch.lerp(pal["skin"].expand(-1, -1, *qx.shape[1:]), pal["hair"], hair[:, None])
-    wrinkle = (0.5 + 0.5 * torch.sin(qy * 70)) * _soft(p("eye_y") - 0.12 - qy, pxs) * \
-        _soft(qy - hair_line - 0.04, pxs)
-    col = col * (1 - 0.18 * (p("age") ** 2 * wrinkle * front))[:, None]
-    maps = (qx, qy, front, pxs.expand_as(qx))
+    hair = torch.maximum(torch.addcmul(hair_line * ipx + 0.5, qy, -ipx),
+                         torch.addcmul(0.5 - 0.1 * c * ipx, qz, -ipx)).clamp(0, 1)
+    col = torch.lerp(skin, hair_c, hair[:, None])
+    band = torch.addcmul((p("eye_y") - 0.12) * ipx + 0.5, qy, -ipx).clamp(0, 1) * \
+        torch.addcmul(0.5 - (hair_line + 0.04) * ipx, qy, ipx).clamp(0, 1)
+    wrinkle = (torch.sin(qy * 70) + 1) * band * front
+    gain = torch.addcmul(torch.ones(()), wrinkle, -0.09 * p("age") ** 2)
+    maps = (qx, qy, front)
     ex, ey, er = p("eye_dx"), p("eye_y"), p("eye_r")
     eh = er * p("eye_aspect") * p("eye_open")
     brow_y = ey - p("brow_dy") - 0.04 * p("brow_raise")
     tilt = p("brow_tilt")
+    white, iris_c, brow_c = 0.95 * light, pal["iris"] * light, pal["hair"] * 0.6 * light
     for side in (-1.0, 1.0):
-        def eye(cw, x, y, fr, pw, side=side):
-            brow = _ellipse(x, y - side * tilt * (x - side * ex), side * ex, brow_y,
-                            p("brow_w"), p("brow_t"), pw) * fr
-            cw = torch.lerp(cw, pal["hair"] * 0.6, brow[:, None])
-            sclera = _ellipse(x, y, side * ex, ey, er, eh, pw) * fr
-            cw = torch.lerp(cw, torch.full_like(cw[:, :, :1, :1], 0.95), sclera[:, None])
-            iris = _ellipse(x, y, side * ex, ey, 0.5 * er, 0.5 * er, pw) * sclera
-            cw = torch.lerp(cw, pal["iris"], iris[:, None])
-            pupil = _ellipse(x, y, side * ex, ey, 0.2 * er, 0.2 * er, pw) * sclera
+        def eye(cw, x, y, fr, side=side):
+            brow = _ellipse_fast(x, y - side * tilt * (x - side * ex), side * ex, brow_y,
+                                 p("brow_w"), p("brow_t"), ipx) * fr
+            cw = torch.lerp(cw, brow_c, brow[:, None])
+            sclera = _ellipse_fast(x, y, side * ex, ey, er, eh, ipx) * fr
+            cw = torch.lerp(cw, white, sclera[:, None])
+            iris = _ellipse_fast(x, y, side * ex, ey, 0.5 * er, 0.5 * er, ipx) * sclera
+            cw = torch.lerp(cw, iris_c, iris[:, None])
+            pupil = _ellipse_fast(x, y, side * ex, ey, 0.2 * er, 0.2 * er, ipx) * sclera
             return cw * (1 - 0.9 * pupil[:, None])
 
         centre = torch.stack([side * v("eye_dx"), v("eye_y") - 0.5 * v("brow_dy")], 1)
@@ -309,27 +427,28 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxs, to_px, size) -> Tensor
         col = _paint(col, maps, centre, radius, to_px, ppu, size, eye)
     tip_y, nl, nw = ey + p("nose_len"), p("nose_len"), p("nose_w")
 
-    def nose(cw, x, y, fr, pw):
-        ridge = _ellipse(x, y, 0.0, tip_y - 0.45 * nl, nw * 0.7, 0.55 * nl, pw) * fr
-        cw = cw * (1 - 0.10 * ridge[:, None])
+    def nose(cw, x, y, fr):
+        ridge = _ellipse_fast(x, y, 0.0, tip_y - 0.45 * nl, nw * 0.7, 0.55 * nl, ipx)
+        g = 1 - 0.10 * ridge
         for side in (-1.0, 1.0):
-            nostril = _ellipse(x, y, side * nw, tip_y, 0.35 * nw, 0.2 * nw, pw) * fr
-            cw = cw * (1 - 0.55 * nostril[:, None])
-        tip = _ellipse(x, y, 0.0, tip_y, 0.45 * nw, 0.35 * nw, pw) * fr
-        return cw * (1 + 0.12 * tip[:, None])
+            nostril = _ellipse_fast(x, y, side * nw, tip_y, 0.35 * nw, 0.2 * nw, ipx)
+            g = g * (1 - 0.55 * nostril)
+        tip = _ellipse_fast(x, y, 0.0, tip_y, 0.45 * nw, 0.35 * nw, ipx)
+        return cw * torch.lerp(torch.ones(()), g * (1 + 0.12 * tip), fr)
 
     centre = torch.stack([torch.zeros_like(v("eye_y")), v("eye_y") + 0.5 * v("nose_len")], 1)
-    col = _paint(col, maps, centre, 0.55 * v("nose_len") + 1.4 * v("nose_w"), to_px, ppu, size,
-                 nose)
+    gain = _paint(gain, maps, centre, 0.55 * v("nose_len") + 1.4 * v("nose_w"), to_px, ppu,
+                  size, nose)
     smile, half = p("smile"), p("mouth_w") * (1 + 0.15 * p("smile"))
     lip_h = p("lip_t") * (1 + 0.8 * p("mouth_open"))
+    lip_c = pal["lip"] * skin * 1.4
 
-    def mouth(cw, x, y, fr, pw):
+    def mouth(cw, x, y, fr):
         curved = y - p("mouth_y") + 0.9 * smile * (half**2 - x**2)
-        lips = _ellipse(x, curved, 0.0, 0.0, half, lip_h, pw) * fr
-        cw = torch.lerp(cw, pal["lip"] * pal["skin"] * 1.4, lips[:, None])
-        gap = _ellipse(x, curved, 0.0, 0.0, 0.85 * half,
-                       p("lip_t") * 0.7 * p("mouth_open") + 1e-3, pw) * lips
+        lips = _ellipse_fast(x, curved, 0.0, 0.0, half, lip_h, ipx) * fr
+        cw = torch.lerp(cw, lip_c, lips[:, None])
+        gap = _ellipse_fast(x, curved, 0.0, 0.0, 0.85 * half,
+                            p("lip_t") * 0.7 * p("mouth_open") + 1e-3, ipx) * lips
         return cw * (1 - 0.8 * gap[:, None])
 
     centre = torch.stack([torch.zeros_like(v("mouth_y")), v("mouth_y")], 1)
@@ -339,42 +458,50 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxs, to_px, size) -> Tensor
     for u, w, on in (("mark_u", "mark_v", "mark_on"), ("mark2_u", "mark2_v", "mark2_on")):
         mx, my = v(u) * 0.6 * a[:, 0, 0], v(w) * 0.5 * bh[:, 0, 0]
 
-        def mark(cw, x, y, fr, pw, mx=mx, my=my, on=on):
-            spot = _ellipse(x, y, mx[:, None, None], my[:, None, None], p("mark_r"),
-                            p("mark_r"), pw)
-            return cw * (1 - 0.45 * (spot * fr * (p(on) > 0.5))[:, None])
+        def mark(cw, x, y, fr, mx=mx, my=my, on=on):
+            spot = _ellipse_fast(x, y, mx[:, None, None], my[:, None, None], p("mark_r"),
+                                 p("mark_r"), ipx)
+            return cw * (1 - 0.45 * (spot * fr * (p(on) > 0.5)))
 
-        col = _paint(col, maps, torch.stack([mx, my], 1), v("mark_r"), to_px, ppu, size, mark)
-    return col
+        gain = _paint(gain, maps, torch.stack([mx, my], 1), v("mark_r"), to_px, ppu, size,
+                      mark)
+    return col, gain
 
 
-def _occluders(img, ident, nuis, pal, x, y, qx, qy, head, pxs, to_px, size) -> Tensor:
-    """Glasses and masks on the head surface; a hand-like blob in the image plane."""
+def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, pxf, geometry, size):
+    """Glasses and masks on the head surface; a hand-like blob in the image plane. Each is
+    drawn only on the images that have it."""
     occ = nuis["occlusion"]
-    if bool((occ == 1).any()):
-        ex, ey, er = (ident[k][:, None, None] for k in ("eye_dx", "eye_y", "eye_r"))
-        on = (occ == 1)[:, None, None]
+    ipx = _col(1 / pxf)
+    sel = (occ == 1).nonzero().squeeze(1)
+    if sel.numel():
+        ex, ey, er = (ident[k][sel, None, None] for k in ("eye_dx", "eye_y", "eye_r"))
+        ip = ipx[sel]
 
-        def glasses(iw, x, y, hd, pw):
+        def glasses(iw, x, y, hd):
             ring = torch.zeros_like(x)
             for side in (-1.0, 1.0):
-                outer = _ellipse(x, y, side * ex, ey, 1.9 * er, 1.5 * er, pw)
-                inner = _ellipse(x, y, side * ex, ey, 1.6 * er, 1.2 * er, pw)
+                outer = _ellipse_fast(x, y, side * ex, ey, 1.9 * er, 1.5 * er, ip)
+                inner = _ellipse_fast(x, y, side * ex, ey, 1.6 * er, 1.2 * er, ip)
                 ring = torch.maximum(ring, outer - inner)
-            return torch.lerp(iw, torch.full_like(iw[:, :, :1, :1], 0.08),
-                              (ring * hd * on)[:, None])
+            return torch.lerp(iw, torch.full_like(iw[:, :, :1, :1], 0.08), (ring * hd)[:, None])
 
-        centre = torch.stack([torch.zeros_like(ident["eye_y"]), ident["eye_y"]], 1)
-        reach = ident["eye_dx"] + 2.0 * ident["eye_r"]
-        img = _paint(img, (qx, qy, head, pxs.expand_as(qx)), centre, reach, to_px,
-                     1.0 / pxs[:, 0, 0], size, glasses)
-    if bool((occ == 2).any()):
-        top = (ident["eye_y"] + 0.65 * ident["nose_len"])[:, None, None]
-        mask = _soft(qy - top, pxs) * head * (occ == 2)[:, None, None]
-        cloth = pal["light"] * torch.tensor([0.75, 0.85, 0.95])[:, None, None]
-        img = torch.lerp(img, cloth, mask[:, None])
-    if bool((occ == 3).any()):
-        hx, hy = nuis["occ_u"][:, None, None] * 0.5, nuis["occ_v"][:, None, None] * 0.5
-        hand = _ellipse(x, y, hx, hy, 0.32, 0.45, pxs) * (occ == 3)[:, None, None]
-        img = torch.lerp(img, pal["skin"] * 0.9 * pal["light"], hand[:, None])
+        centre = torch.stack([torch.zeros_like(ident["eye_y"][sel]), ident["eye_y"][sel]], 1)
+        reach = ident["eye_dx"][sel] + 2.0 * ident["eye_r"][sel]
+        part = _paint(img[sel], (qx[sel], qy[sel], head[sel]), centre, reach,
+                      _head_to_px(*(g[sel] for g in geometry)), 1.0 / pxf[sel], size, glasses)
+        img = _put(img, sel, part)
+    sel = (occ == 2).nonzero().squeeze(1)
+    if sel.numel():
+        top = (ident["eye_y"] + 0.65 * ident["nose_len"])[sel, None, None]
+        ip = ipx[sel]
+        mask = torch.addcmul(0.5 - top * ip, qy[sel], ip).clamp(0, 1) * head[sel]
+        cloth = pal["light"][sel] * torch.tensor([0.75, 0.85, 0.95])[:, None, None]
+        img = _put(img, sel, torch.lerp(img[sel], cloth, mask[:, None]))
+    sel = (occ == 3).nonzero().squeeze(1)
+    if sel.numel():
+        hand = _coverage(_hand_coef({k: nuis[k][sel] for k in ("occ_u", "occ_v")}, xa[sel],
+                                    ya[sel], pxf[sel].double()), gi, gj)
+        colour = (pal["skin"] * 0.9 * pal["light"])[sel]
+        img = _put(img, sel, torch.lerp(img[sel], colour, hand[:, None]))
     return img

@@ -6,7 +6,7 @@
   and IJB-style TAR@FAR over a pair list;
 - :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files.
 
-Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+Taught in: notebooks/08_trillion_pairs.ipynb
 """
 
 from __future__ import annotations

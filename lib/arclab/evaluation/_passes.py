@@ -1,17 +1,21 @@
 """The passes of the all-pairs evaluator: histogram + positives, and collection of chosen bins.
 
-Pass 1 (:func:`scan` with ``histogram=True``) counts every counted pair's key per bin, keeps the
-positive pairs' scores and keys, and may collect the pairs of some bins at once (those that
-:func:`speculate` predicts from a row sample). Later passes only collect bins. Collected scores
-are kept as distinct values with multiplicities, so memory follows the number of distinct
-scores in the collected bins, not their count. On a CPU with two or more torch threads the
-single-threaded part of each tile (``bincount``, the collection) runs in two halves side by
-side; the result is the same.
+Pass 1 (:func:`scan` with ``histogram=True``) counts every negative pair's key per bin, keeps
+the positive pairs' scores and keys (read, then keyed out of the counts), notes each tile's
+highest negative key, and may collect the pairs of some bins at once (those that
+:func:`speculate` predicts from a row sample). Later passes only collect bins, and only on the
+tiles whose highest key reaches them (:func:`tiles_reaching`). Collected scores are kept as
+distinct values with multiplicities, merged as they come, so memory follows the number of
+distinct scores in the collected bins, not their count. On a CPU with two or more torch
+threads the work on a tile after its matmul (keys, ``bincount``, collection: single-threaded
+loops) runs in two halves on two helper threads, side by side and during the next tile's
+matmul (two tile buffers take turns); the result is the same.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,9 +23,19 @@ import torch
 from torch import Tensor
 
 from arclab.evaluation._select import Counts, widen
-from arclab.evaluation._tiles import Problem, bin_keys, call_mask, scan_tiles
+from arclab.evaluation._tiles import (
+    Problem,
+    TileWork,
+    bin_keys,
+    call_mask,
+    fill_keys,
+    scan_tiles,
+)
 
-__all__ = ["SPECULATION_BUDGET", "counts_of", "scan", "speculate", "to_cache"]
+__all__ = ["SPECULATION_BUDGET", "counts_of", "scan", "speculate", "tiles_reaching",
+           "to_cache"]
+
+_PIPELINE = True
 
 SPECULATION_BUDGET = 1 << 22
 """Most distinct scores pass 1 may collect on the sample's prediction (48 MiB with counts)."""
@@ -30,137 +44,249 @@ SPECULATION_BUDGET = 1 << 22
 def _capture(s: Tensor, k: Tensor, lut: Tensor) -> np.ndarray | None:
     """Scores of the pairs whose key is marked in ``lut`` (flat views), or None if there are none.
 
-    Hits are rare, so the flags are scanned eight at a time (as int64 words) first.
+    Hits are rare, so the flags are scanned eight at a time (as int64 words) first, and only
+    the words with a hit are looked at byte by byte.
     """
     flags = lut.index_select(0, k)
     if flags.numel() % 8:
-        where = flags.nonzero().squeeze(1)
+        vals = s.index_select(0, flags.nonzero().squeeze(1))
     else:
-        words = flags.view(torch.int64).nonzero().squeeze(1)
-        row, col = flags.view(-1, 8).index_select(0, words).nonzero(as_tuple=True)
-        where = words.index_select(0, row) * 8 + col
-    return s.index_select(0, where).cpu().numpy() if where.numel() else None
+        words = flags.view(torch.int64)
+        at = words.nonzero().squeeze(1)
+        hit = words.index_select(0, at).view(torch.bool).view(-1, 8)
+        vals = torch.masked_select(s.view(-1, 8).index_select(0, at), hit)
+    return vals.cpu().numpy() if vals.numel() else None
 
 
-def _count_and_capture(s: Tensor, k: Tensor, bins: int, histogram: bool,
-                       lut: Tensor | None, lut_idx: Tensor | None
-                       ) -> tuple[Tensor | None, np.ndarray | None]:
-    """Histogram of the keys (if asked) and the scores in the ``lut`` bins, for flat views."""
-    h = torch.bincount(k, minlength=bins + 1) if histogram else None
-    if lut is None or (h is not None and int(h.index_select(0, lut_idx).sum()) == 0):
-        return h, None
-    return h, _capture(s, k, lut)
+class _Part:
+    """What one part of every tile (a half, or all of it) adds up in a histogram pass: the key
+    counts, and per tile the highest key of a counted pair (-1: none)."""
+
+    def __init__(self, bins: int, n_tiles: int, device: torch.device):
+        self.bins = bins
+        self.hist = torch.zeros(bins + 1, dtype=torch.int64, device=device)
+        self.top = np.full(n_tiles, -1, np.int32)
+
+    def add(self, t: int, k: Tensor, marked: np.ndarray | None,
+            marked_dev: Tensor | None) -> bool:
+        """Count the keys ``k`` of a part of tile ``t``; True if any is one of the ``marked``
+        bins (ascending; ``marked_dev``: the same on the device).
+
+        ``bincount`` without ``minlength`` returns max(k) + 1 counts, which gives the part's
+        highest key for free; only where the sentinel ``bins`` is there (a diagonal tile, a
+        mask) is the highest counted key looked for.
+        """
+        h = torch.bincount(k)
+        n = h.numel()
+        self.hist[:n] += h
+        top = n - 1
+        if top >= self.bins:
+            seen = h[:self.bins].nonzero()
+            top = int(seen[-1, 0]) if len(seen) else -1
+        self.top[t] = max(self.top[t], top)
+        if marked is None:
+            return False
+        m = int(np.searchsorted(marked, n))
+        if m == 0:
+            return False
+        if h.device.type == "cpu":
+            return bool(h.numpy()[marked[:m]].any())
+        return bool(h.index_select(0, marked_dev[:m]).any())
 
 
-def _compress(store: list) -> list:
-    """Merge stored chunks (raw values, or distinct values with counts) into one chunk."""
-    raw = [v for v, n in store if n is None]
-    merged = [(v, n) for v, n in store if n is not None]
-    if raw:
-        v = np.sort(np.concatenate(raw))
+def _work(work: TileWork, a: int, b: int, bins: int, part: _Part | None,
+          lut: Tensor | None, marked: np.ndarray | None, marked_dev: Tensor | None
+          ) -> tuple[np.ndarray | None, tuple[Tensor, Tensor] | None]:
+    """Keys of the tile's flat elements a:b, counted into ``part`` (a histogram pass); returns
+    the scores among them whose keys ``lut`` marks (or None) and the part's positives."""
+    k, pos = fill_keys(work, bins, a, b)
+    if part is not None and not part.add(work.t, k, marked, marked_dev):
+        return None, pos
+    got = _capture(work.scores.view(-1)[a:b], k, lut) if lut is not None else None
+    return got, pos
+
+
+def _one_thread() -> None:
+    torch.get_num_threads()  # torch sets up a thread's count on first use: let it do so now,
+    torch.set_num_threads(1)  # not later over this
+
+
+def _helpers(device: torch.device) -> ThreadPoolExecutor | None:
+    """Two threads that run torch ops on one core each, or None (not a CPU, or one thread).
+
+    A tile's bincount and capture are single-threaded loops, so on a CPU with two or more
+    torch threads each half of a tile (keys, counts, capture) goes to one of these threads
+    (torch releases the GIL) while the caller computes the next tile's matmul: the cores stay
+    busy with work, where waiting for the helpers would leave the matmul's OpenMP threads
+    spinning idle beside them. Each helper is set to one intra-op thread, so that neither
+    starts an OpenMP team of its own. ``torch.set_num_threads`` sets the calling thread's count
+    and also the default that threads started later take; a throwaway thread sets that default
+    back to the caller's count, which leaves the caller's own settings untouched.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2:
+        return None
+    pool = ThreadPoolExecutor(2, initializer=_one_thread)
+    barrier = threading.Barrier(2)
+    for f in [pool.submit(barrier.wait) for _ in range(2)]:  # both threads exist and are set
+        f.result()
+    restore = threading.Thread(target=torch.set_num_threads, args=(threads,))
+    restore.start()
+    restore.join()
+    return pool
+
+
+class _Store:
+    """The collected scores as distinct values (ascending, float32) with their multiplicities.
+
+    Raw chunks wait in a list until they hold ``limit`` values; they are then sorted, counted
+    and merged in: values already present only add to their counts, and only new values are
+    inserted, so the temporaries are the size of the chunk plus one copy of the store.
+    """
+
+    def __init__(self, limit: int = 1 << 20):
+        self.values = np.zeros(0, np.float32)
+        self.counts = np.zeros(0, np.int64)
+        self.raw: list[np.ndarray] = []
+        self.pending = 0
+        self.limit = limit
+
+    def add(self, chunk: np.ndarray) -> None:
+        self.raw.append(chunk)
+        self.pending += len(chunk)
+        if self.pending >= self.limit:
+            self.merge()
+
+    def merge(self) -> None:
+        if not self.raw:
+            return
+        v = np.concatenate(self.raw) if len(self.raw) > 1 else self.raw[0].copy()
+        self.raw, self.pending = [], 0
+        v.sort()
         starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-        merged.append((v[starts], np.diff(np.r_[starts, len(v)])))
-    if len(merged) > 1:
-        v = np.concatenate([m[0] for m in merged])
-        n = np.concatenate([m[1] for m in merged])
-        order = np.argsort(v)
-        v, n = v[order], n[order]
-        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-        merged = [(v[starts], np.add.reduceat(n, starts))]
-    return merged
+        n = np.diff(np.r_[starts, len(v)])
+        v = v[starts]
+        at = np.searchsorted(self.values, v)
+        old = at < len(self.values)
+        old[old] = self.values[at[old]] == v[old]
+        self.counts[at[old]] += n[old]  # the values are distinct, so are the positions
+        new = ~old
+        if new.any():
+            self.values = np.insert(self.values, at[new], v[new])
+            self.counts = np.insert(self.counts, at[new], n[new])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.merge()
+        return self.values, self.counts
 
 
 def scan(prob: Problem, bins: int, lut_bins: np.ndarray | None, *, histogram: bool,
-          progress: bool, desc: str, cap: int | None = None) -> dict:
-    """One pass over the tiles: histogram and positives (pass 1) and/or collection of bins."""
+         progress: bool, desc: str, cap: int | None = None,
+         visit: np.ndarray | None = None) -> dict:
+    """One pass over the tiles: histogram and positives (pass 1) and/or collection of bins.
+
+    The histogram and the collected scores hold negatives only (positives are keyed out once
+    read). ``visit``: the tiles to read (default all). A histogram pass also returns each
+    tile's highest key of a negative (``top_key``), so that a later pass can skip the tiles
+    whose negatives all lie below the bins it collects (:func:`tiles_reaching`).
+    """
     dev = prob.x.device
-    hist = torch.zeros(bins + 1, dtype=torch.int64, device=dev) if histogram else None
+    pool = _helpers(dev)
+    parts = ([_Part(bins, len(prob.tiles), dev) for _ in range(2 if pool else 1)]
+             if histogram else None)
     pos_v: list[Tensor] = []
     pos_k: list[Tensor] = []
-    store: list | None = None
-    lut = lut_idx = None
+    store: _Store | None = None
+    lut = marked = lut_idx = None
     if lut_bins is not None and len(lut_bins):
-        lut_idx = torch.as_tensor(np.asarray(lut_bins), dtype=torch.int64, device=dev)
+        marked = np.unique(np.asarray(lut_bins, dtype=np.int64))
+        lut_idx = torch.as_tensor(marked, device=dev)
         lut = torch.zeros(bins + 1, dtype=torch.uint8, device=dev).index_fill_(0, lut_idx, 1)
-        store, pending = [], 0
-    # bincount and the capture run on one core; on a CPU with two or more threads, each tile
-    # is split in two halves done side by side (torch releases the GIL)
-    pool = (ThreadPoolExecutor(1) if dev.type == "cpu" and torch.get_num_threads() > 1
-            else None)
-    for t, s, k in scan_tiles(prob, bins, desc=desc, progress=progress):
-        flat, sv = k.view(-1), s.view(-1)
-        args = (bins, histogram, lut if store is not None else None,
-                lut_idx if store is not None else None)
-        if pool is not None and flat.numel() >= 1 << 16:
-            half = flat.numel() // 16 * 8
-            first = pool.submit(_count_and_capture, sv[:half], flat[:half], *args)
-            h, got = _count_and_capture(sv[half:], flat[half:], *args)
-            h0, got0 = first.result()
-            h, got = (h + h0 if histogram else None), [got0, got]
-        else:
-            h, got = _count_and_capture(sv, flat, *args)
-            got = [got]
-        if histogram:
-            hist += h
-            a, b = prob.pos_ptr[t], prob.pos_ptr[t + 1]
-            if b > a:
-                pk = flat.index_select(0, prob.pos_flat[a:b])
-                pos_k.append(pk[pk != bins])
-                pos_v.append(sv.index_select(0, prob.pos_flat[a:b])[pk != bins])
-        if store is not None:
-            for g in got:
-                if g is not None:
-                    store.append((g, None))
-                    pending += len(g)
-            if pending > (1 << 21):
-                store[:], pending = _compress(store), 0
-                if cap is not None and len(store[0][0]) > cap:
-                    store = None  # the prediction was poor: leave these bins to pass 2
-    if pool is not None:
-        pool.shutdown()
+        store = _Store()
+    pending = None  # a tile the helpers work on while the next tile's matmul runs
+
+    def finish(done: list) -> None:
+        nonlocal store
+        for got, pos in done:
+            if histogram and pos is not None:
+                pos_v.append(pos[0])
+                pos_k.append(pos[1])
+            if store is not None and got is not None:
+                store.add(got)
+        if store is not None and cap is not None and len(store.values) > cap:
+            store = None  # the prediction was poor: leave these bins to pass 2
+
+    try:
+        for work in scan_tiles(prob, desc=desc, progress=progress, visit=visit,
+                               buffers=2 if pool else 1):
+            if pending is not None:  # the previous tile, done during this tile's matmul
+                finish([f.result() for f in pending])
+                pending = None
+            use = (lut, marked, lut_idx) if store is not None else (None, None, None)
+            n = work.scores.numel()
+            if pool is not None and n >= 1 << 16:
+                half = n // 16 * 8
+                pending = [pool.submit(_work, work, a, b, bins, parts[p] if parts else None,
+                                       *use) for p, (a, b) in enumerate([(0, half), (half, n)])]
+                if not _PIPELINE:
+                    finish([f.result() for f in pending])
+                    pending = None
+            else:
+                finish([_work(work, 0, n, bins, parts[0] if parts else None, *use)])
+        if pending is not None:
+            finish([f.result() for f in pending])
+    finally:
+        if pool is not None:
+            pool.shutdown()
     empty = (np.zeros(0, np.float32), np.zeros(0, np.int64))
-    out = {"store": None if store is None else _compress(store)[0] if store else empty}
-    if hist is not None:
+    out = {"store": None if store is None else store.result()}
+    if parts is not None:
+        hist = parts[0].hist
+        for p in parts[1:]:
+            hist += p.hist
+        top_key = np.max([p.top for p in parts], 0)
         pos = torch.cat(pos_v).cpu().numpy() if pos_v else empty[0]
         pos_keys = torch.cat(pos_k).cpu().numpy() if pos_k else np.zeros(0, np.int32)
         order = np.argsort(pos, kind="stable")
         out.update(hist=hist.cpu().numpy(), pos=pos[order].astype(np.float64),
-                   pos_keys=pos_keys[order])
+                   pos_keys=pos_keys[order], top_key=top_key)
     return out
 
 
+def tiles_reaching(top_key: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Indices of the tiles whose highest counted key reaches the lowest ``wanted`` bin: the
+    others hold no pair in any wanted bin."""
+    return np.flatnonzero(top_key >= np.min(wanted))
+
+
 def counts_of(first: dict) -> Counts:
-    """Negative counts per bin (pass 1's histogram minus its positives) and the positives."""
+    """Negative counts per bin (pass 1's histogram: positives are not in it) and the positives."""
     bins = len(first["hist"]) - 1
-    hist = first["hist"][:bins] - np.bincount(first["pos_keys"], minlength=bins)
+    hist = first["hist"][:bins]
     above = np.r_[np.cumsum(hist[::-1])[::-1][1:], 0]
     return Counts(hist, above, int(hist.sum()), first["pos"], first["pos_keys"])
 
 
 def to_cache(store: tuple, wanted: np.ndarray, c: Counts, device: torch.device) -> dict:
-    """Negative multisets of the wanted bins: collected scores minus the positives there.
+    """Negative multisets of the wanted bins, from the collected scores (negatives only).
 
     Keys are recomputed from the values with :func:`bin_keys` on the tiles' device; any
-    disagreement with pass 1 shows up as a count that differs from the histogram.
+    disagreement with pass 1 shows up as a count that differs from the histogram. Values stay
+    float32 (the scores' own type), counts int64.
     """
     vals, counts = store
     wanted = np.asarray(wanted, dtype=np.int64)
     wanted = wanted[c.hist[wanted] > 0]  # empty bins need no entry
     keys = bin_keys(torch.from_numpy(vals).to(device), len(c.hist)).cpu().numpy()
-    v, n = vals.astype(np.float64), counts.astype(np.int64)
-    pv = c.pos[np.isin(c.pos_keys, wanted)]
-    at = np.searchsorted(v, pv)
-    if pv.size and (at.max() >= v.size or not np.array_equal(v[at], pv)):
-        raise RuntimeError("a positive score is missing from its bin: scores differ between "
-                           "passes (non-deterministic matmul?)")
-    np.subtract.at(n, at, 1)
-    if not np.array_equal(np.bincount(keys, weights=n, minlength=len(c.hist))[wanted],
-                          c.hist[wanted]):
+    per_bin = np.zeros(len(c.hist), np.int64)
+    if keys.size:  # keys ascend with the values
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        per_bin[keys[starts]] = np.add.reduceat(counts, starts)
+    if not np.array_equal(per_bin[wanted], c.hist[wanted]):
         raise RuntimeError("collected scores disagree with the histogram: scores differ "
                            "between passes (non-deterministic matmul?)")
-    v, keys, n = v[n > 0], keys[n > 0], n[n > 0]
     lo, hi = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
-    return {int(b): (v[a:z][::-1], n[a:z][::-1]) for b, a, z in zip(wanted, lo, hi)}
+    return {int(b): (vals[a:z][::-1], counts[a:z][::-1]) for b, a, z in zip(wanted, lo, hi)}
 
 
 def _floats_in(lo_key: int, hi_key: int, bins: int) -> int:
@@ -181,18 +307,20 @@ def speculate(prob: Problem, fprs: list[float], rule: str, bins: int) -> np.ndar
         n, min(max(1, n // 8), max(1, math.ceil((1 << 20) / n))), replace=False))
     r = torch.as_tensor(rows, device=x.device)
     cols = torch.arange(n, device=x.device)
-    ids = torch.as_tensor(prob.ids, device=x.device)
-    keep = cols[None, :] != r[:, None]
+    keys = bin_keys(x[r] @ x.T, bins)  # (rows, n)
+    keys[torch.arange(len(rows), device=x.device), r] = bins  # a row with itself
     if prob.groups is not None:
         groups = torch.as_tensor(prob.groups, device=x.device)
-        keep &= groups[None, :] != groups[r][:, None]
+        keys.masked_fill_(groups[None, :] == groups[r][:, None], bins)
     if prob.mask_fn is not None:
-        keep &= ~call_mask(prob.mask_fn, torch.minimum(r[:, None], cols[None, :]),
-                           torch.maximum(r[:, None], cols[None, :]))
-    same = ids[None, :] == ids[r][:, None]
-    all_keys = bin_keys(x[r] @ x.T, bins)
-    sample = torch.bincount(all_keys[keep & ~same], minlength=bins).cpu().numpy()
-    pos_keys = np.sort(all_keys[keep & same].cpu().numpy())
+        keys.masked_fill_(call_mask(prob.mask_fn, torch.minimum(r[:, None], cols[None, :]),
+                                    torch.maximum(r[:, None], cols[None, :])), bins)
+    ids = torch.as_tensor(prob.ids, device=x.device)
+    same = (ids[None, :] == ids[r][:, None]).nonzero(as_tuple=True)
+    pos_keys = keys[same]
+    pos_keys = np.sort(pos_keys[pos_keys != bins].cpu().numpy())
+    keys[same] = bins
+    sample = torch.bincount(keys.view(-1), minlength=bins + 1)[:bins].cpu().numpy()
     size = int(sample.sum())
     if size == 0:
         return np.zeros(0, np.int64)

@@ -55,7 +55,10 @@ def wilson(successes: int, n: int, level: float) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends at 0 and n successes (rounding would put the bound a hair past p)
+    lo = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if successes == n else max(p, min(1.0, centre + half))
+    return lo, hi
 
 
 def _bin_of_rank(c: Counts, r: int) -> int:

@@ -6,13 +6,17 @@ buffer of the same shape, so a pair's float32 score is the same number in every 
 what makes the histogram-then-refine selection exact. A tile's *keys* are its scores' histogram
 bins, ``trunc(clamp((s + 1) * bins / 2, 0, bins - 1))`` in float32 (:func:`bin_keys`), a
 monotone function of the score (every value in bin b is below every value in bin b + 1); pairs
-that do not count (j <= i, or excluded by the mask) get the sentinel key ``bins``.
+that do not count (j <= i, or excluded by the mask) get the sentinel key ``bins``, and so do the
+positive (same-id) pairs once their scores are read (:func:`fill_keys`), so that the keys count
+negatives only. Tiles are not reordered by id: a pair's score depends only on the tiles and
+the block size, as :func:`all_pair_scores` reproduces, and the positives' in-tile positions are
+listed once (:func:`prepare`), so no tile compares ids.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -21,8 +25,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 __all__ = ["DEFAULT_BINS", "Problem", "all_pair_scores", "as_features", "as_ids", "bin_keys",
-           "call_mask", "default_block", "prepare", "same_value_pairs", "scan_tiles",
-           "tile_matmul", "tiles_of"]
+           "call_mask", "default_block", "fill_keys", "prepare", "same_value_pairs",
+           "scan_tiles", "tile_matmul", "tiles_of", "TileGrid", "TileWork"]
 
 DEFAULT_BINS = 1 << 16
 """Histogram bins over [-1, 1] (width 2**-15 ≈ 3.1e-5 in cosine)."""
@@ -37,7 +41,7 @@ class Problem(NamedTuple):
     ids: np.ndarray                 # (N,) int64
     groups: np.ndarray | None       # (N,) int64 group ids of the mask, or None
     mask_fn: PairMask | None        # callable mask, or None
-    tiles: list[tuple[int, int, int, int]]  # (i0, i1, j0, j1), upper triangle, in visit order
+    tiles: TileGrid                 # (i0, i1, j0, j1), upper triangle, in visit order
     pos_flat: Tensor                # flat index inside its tile of every same-id pair i < j
     pos_ptr: np.ndarray             # tile t owns pos_flat[pos_ptr[t]:pos_ptr[t + 1]]
     excl_flat: Tensor               # same for the same-group pairs of an integer mask
@@ -54,7 +58,9 @@ def as_features(features: Tensor | np.ndarray, device: str | torch.device | None
     if t.ndim != 2 or t.shape[0] < 2 or t.shape[1] < 1:
         raise ValueError(f"{name} must have shape (N, D) with N >= 2 and D >= 1, "
                          f"got shape {tuple(t.shape)}")
+    given = t
     t = t.to(torch.device(device) if device is not None else t.device, torch.float32)
+    owned = t.data_ptr() != given.data_ptr()  # a converted copy: normalise it in place
     norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
     odd = ~torch.isfinite(norms[:, 0]) | (norms[:, 0] < 1e-18)
     if odd.any():  # NaN/inf, zero, or a norm that over- or underflows: look closer
@@ -69,11 +75,12 @@ def as_features(features: Tensor | np.ndarray, device: str | torch.device | None
             raise ValueError(f"{name} must have nonzero rows (cosine is undefined), got a zero "
                              f"row at index {int(rows[scale[:, 0] == 0][0])}")
         sub = sub / scale
-        t = t.clone()
+        t = t if owned else t.clone()
         t[rows] = sub
+        owned = True
         norms = norms.clone()
         norms[rows] = torch.linalg.vector_norm(sub, dim=1, keepdim=True)
-    return t / norms
+    return t.div_(norms) if owned else t / norms
 
 
 def as_ids(ids: Tensor | np.ndarray, n: int, name: str = "ids") -> np.ndarray:
@@ -103,24 +110,58 @@ def same_value_pairs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def tiles_of(n: int, block: int) -> list[tuple[int, int, int, int]]:
     """Tiles (i0, i1, j0, j1) of the upper triangle (block row <= block column), row-major."""
-    edges = list(range(0, n, block)) + [n]
-    nb = len(edges) - 1
-    return [(edges[a], edges[a + 1], edges[b], edges[b + 1])
-            for a in range(nb) for b in range(a, nb)]
+    return list(TileGrid(n, block))
 
 
-def _by_tile(i: np.ndarray, j: np.ndarray, n: int, block: int,
-             device: torch.device) -> tuple[Tensor, np.ndarray]:
-    """Flat in-tile index of pairs i < j, grouped by tile in visit order, and tile offsets."""
-    nb = math.ceil(n / block)
+class TileGrid(Sequence):
+    """The tiles of :func:`tiles_of` as a sequence computed on access: O(N / block) memory
+    instead of one tuple per tile (1.5 million of them for N = 1.8 million)."""
+
+    def __init__(self, n: int, block: int):
+        self.n, self.block = n, block
+        self.rows = math.ceil(n / block)
+        a = np.arange(self.rows, dtype=np.int64)
+        self.row_start = a * self.rows - a * (a - 1) // 2  # tiles before block row a
+
+    def __len__(self) -> int:
+        return self.rows * (self.rows + 1) // 2
+
+    def __getitem__(self, t):
+        if not isinstance(t, (int, np.integer)):
+            raise TypeError("TileGrid takes integer indices")
+        t = int(t) + (len(self) if t < 0 else 0)
+        if not 0 <= t < len(self):
+            raise IndexError(t)
+        a = int(np.searchsorted(self.row_start, t, side="right")) - 1
+        b = a + t - int(self.row_start[a])
+        blk, n = self.block, self.n
+        return a * blk, min(n, (a + 1) * blk), b * blk, min(n, (b + 1) * blk)
+
+    def __iter__(self):
+        edges = list(range(0, self.n, self.block)) + [self.n]
+        for a in range(self.rows):
+            for b in range(a, self.rows):
+                yield edges[a], edges[a + 1], edges[b], edges[b + 1]
+
+
+def _by_tile(i: np.ndarray, j: np.ndarray, n: int, block: int, device: torch.device,
+             compact: bool = False) -> tuple[Tensor, np.ndarray]:
+    """Flat in-tile index of pairs i < j, grouped by tile in visit order, and tile offsets.
+
+    ``compact``: int32 indices where a tile has fewer than 2**31 elements (half the memory;
+    ``index_select`` takes them, ``index_fill_`` does not)."""
+    rows = math.ceil(n / block)
     bi, bj = i // block, j // block
-    order = np.argsort(bi * nb + bj, kind="stable")
-    i, j, bi, bj = i[order], j[order], bi[order], bj[order]
-    width = np.minimum(block, n - bj * block)
-    flat = (i - bi * block) * width + (j - bj * block)
-    tile_ids = np.array([a * nb + b for a in range(nb) for b in range(a, nb)], dtype=np.int64)
-    ptr = np.r_[np.searchsorted(bi * nb + bj, tile_ids, side="left"), len(i)]
-    return torch.as_tensor(flat, dtype=torch.int64).to(device), ptr
+    flat = (i - bi * block) * np.minimum(block, n - bj * block) + (j - bj * block)
+    tile = bi * rows + bj
+    del bi, bj
+    order = np.argsort(tile, kind="stable")
+    tile, flat = tile[order], flat[order]
+    del order
+    a, b = np.triu_indices(rows)  # row-major, as the tiles are visited
+    ptr = np.r_[np.searchsorted(tile, a * rows + b, side="left"), len(tile)]
+    dtype = torch.int32 if compact and block * block < 2**31 else torch.int64
+    return torch.as_tensor(flat).to(device, dtype), ptr
 
 
 def prepare(features: Tensor | np.ndarray, ids: Tensor | np.ndarray, *,
@@ -142,10 +183,10 @@ def prepare(features: Tensor | np.ndarray, ids: Tensor | np.ndarray, *,
                              "ids instead)")
         groups = as_ids(m, n, name="mask")
     pi, pj = same_value_pairs(ids_np)
-    pos_flat, pos_ptr = _by_tile(pi, pj, n, block_size, x.device)
+    pos_flat, pos_ptr = _by_tile(pi, pj, n, block_size, x.device, compact=True)
     ei, ej = same_value_pairs(groups) if groups is not None else (pi[:0], pj[:0])
     excl_flat, excl_ptr = _by_tile(ei, ej, n, block_size, x.device)
-    return Problem(x, ids_np, groups, mask_fn, tiles_of(n, block_size), pos_flat, pos_ptr,
+    return Problem(x, ids_np, groups, mask_fn, TileGrid(n, block_size), pos_flat, pos_ptr,
                    excl_flat, excl_ptr)
 
 
@@ -158,33 +199,47 @@ def default_block(block_size: int | None, device: torch.device) -> int:
     return block_size
 
 
+def _buffer(workspace: dict, name: str, numel: int, dtype: torch.dtype,
+            device: torch.device) -> Tensor:
+    """A flat workspace buffer of at least ``numel`` elements, allocated once and reused."""
+    buf = workspace.get(name)
+    if buf is None or buf.numel() < numel:
+        buf = workspace[name] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
+
+
 def tile_matmul(x: Tensor, tile: tuple[int, int, int, int], workspace: dict) -> Tensor:
-    """Scores of one tile, ``x[i0:i1] @ x[j0:j1].T``, into the workspace buffer of its shape.
+    """Scores of one tile, ``x[i0:i1] @ x[j0:j1].T``, into the workspace's score buffer.
 
     The one place a score is computed: passes and :func:`all_pair_scores` all call it, so the
-    same pair gets the same float32 number. The returned buffer is reused by the next call.
+    same pair gets the same float32 number. The buffer is one flat allocation (the first, full
+    tile's size) whose leading elements, viewed as (i1 - i0, j1 - j0), hold every tile's
+    scores; the returned tensor is overwritten by the next call.
     """
     i0, i1, j0, j1 = tile
     shape = (i1 - i0, j1 - j0)
-    if shape not in workspace:
-        workspace[shape] = tuple(torch.empty(shape, dtype=dt, device=x.device)
-                                 for dt in (torch.float32, torch.float32, torch.int32))
-    return torch.matmul(x[i0:i1], x[j0:j1].T, out=workspace[shape][0])
+    out = _buffer(workspace, "scores", shape[0] * shape[1], torch.float32, x.device)
+    return torch.matmul(x[i0:i1], x[j0:j1].T, out=out.view(shape))
 
 
-def bin_keys(scores: Tensor, bins: int, out_f: Tensor | None = None,
-             out_i: Tensor | None = None) -> Tensor:
+def bin_keys(scores: Tensor, bins: int, out: Tensor | None = None) -> Tensor:
     """Histogram bin of each score: ``trunc(clamp(h + h·s, 0, bins - 1))``, h = bins / 2, int32.
 
     ``bins`` is a power of two, so h·s is exact and h + h·s is the correctly rounded
     (s + 1)·h whether or not the kernel fuses the multiply-add: the key is a deterministic,
-    monotone non-decreasing function of the float32 score on any device.
+    monotone non-decreasing function of the float32 score on any device. ``out`` (int32, as
+    many elements as ``scores``) receives the keys: the float h + h·s is written into its
+    memory viewed as float32, truncated there in place and then clamped as integers (the same
+    function: truncation and clamping to integer bounds commute), three passes over one buffer.
     """
     if bins < 2 or bins & (bins - 1):
         raise ValueError(f"bins must be a power of two >= 2, got {bins}")
-    h = scores.new_full((), bins // 2)
-    f = torch.add(h, scores, alpha=bins // 2, out=out_f).clamp_(0, bins - 1)
-    return out_i.copy_(f) if out_i is not None else f.to(torch.int32)
+    if out is None:
+        out = torch.empty(scores.shape, dtype=torch.int32, device=scores.device)
+    out = out.view(scores.shape)
+    as_float = out.view(torch.float32)
+    torch.add(scores.new_full((), bins // 2), scores, alpha=bins // 2, out=as_float)
+    return out.copy_(as_float).clamp_(0, bins - 1)
 
 
 def call_mask(mask_fn: PairMask, i: Tensor, j: Tensor) -> Tensor:
@@ -199,31 +254,91 @@ def call_mask(mask_fn: PairMask, i: Tensor, j: Tensor) -> Tensor:
     return drop.to(i.device)
 
 
-def scan_tiles(prob: Problem, bins: int, *, desc: str, progress: bool
-               ) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """Yield (tile index, scores, keys) over the upper triangle; non-counting pairs keyed ``bins``.
+class TileWork(NamedTuple):
+    """One computed tile: its scores, a buffer for its keys and the pairs that need care."""
 
-    Both tensors are workspace buffers, overwritten by the next tile.
+    t: int                      # tile index into Problem.tiles
+    scores: Tensor              # (m, n) float32 workspace buffer
+    keys: Tensor                # (m, n) int32 workspace buffer, filled by :func:`fill_keys`
+    drop_masks: list[Tensor]    # flat (m·n,) bool tensors, True for pairs that do not count
+    drop_index: Tensor | None   # flat in-tile indices (int64) of more pairs that do not count
+    positives: Tensor | None    # flat in-tile indices of the same-id pairs
+
+
+def _part_of(index: Tensor, a: int, b: int, whole: bool) -> Tensor:
+    """The entries of a flat in-tile index that fall in a:b, shifted to start at a (int64)."""
+    if not whole:
+        index = index[(index >= a) & (index < b)] - a
+    return index.long()
+
+
+def fill_keys(work: TileWork, bins: int, a: int = 0, b: int | None = None
+              ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """Keys of the tile's flat elements ``a:b`` (default all) into its key buffer.
+
+    Pairs that do not count get the sentinel ``bins``, and so do the positive (same-id) pairs
+    once read: the keys then count negatives only, and a tile's highest key is that of its
+    highest negative. Returns the flat key slice and the (scores, keys) of the positives in
+    a:b that count (None if there are none). Parts of one tile can be filled by different
+    threads at the same time.
     """
-    workspace: dict = {}
+    numel = work.scores.numel()
+    b = numel if b is None else b
+    whole = a == 0 and b == numel
+    s = work.scores.view(-1)[a:b]
+    k = bin_keys(s, bins, work.keys.view(-1)[a:b])
+    for drop in work.drop_masks:
+        k.masked_fill_(drop[a:b], bins)
+    if work.drop_index is not None:
+        k.index_fill_(0, _part_of(work.drop_index, a, b, whole), bins)
+    pos = None
+    if work.positives is not None:
+        idx = _part_of(work.positives, a, b, whole)
+        if idx.numel():
+            pk = k.index_select(0, idx)
+            counted = pk != bins
+            pos = s.index_select(0, idx)[counted], pk[counted]
+            k.index_fill_(0, idx, bins)
+    return k, pos
+
+
+def scan_tiles(prob: Problem, *, desc: str, progress: bool, visit: np.ndarray | None = None,
+               buffers: int = 1) -> Iterator[TileWork]:
+    """Compute the tiles of the upper triangle one by one (``visit``: the indices of the tiles
+    to compute, ascending; default all); keys are left to :func:`fill_keys`.
+
+    The tiles take turns among ``buffers`` workspaces: a tile's buffers are overwritten when
+    the generator resumes ``buffers`` tiles later (with 2, one tile can be worked on while the
+    next is computed). Pairs that do not count: j <= i on diagonal tiles, and those the mask
+    excludes; the same-id pairs are passed on.
+    """
     tril: dict[int, Tensor] = {}
     dev = prob.x.device
-    for t, tile in enumerate(tqdm(prob.tiles, desc=desc, leave=False, disable=not progress)):
+    i0, i1, j0, j1 = prob.tiles[0]  # the first tile is a largest one: size the buffers once
+    spaces: list[dict] = [{} for _ in range(buffers)]
+    for workspace in spaces:
+        for name, dtype in (("scores", torch.float32), ("keys", torch.int32)):
+            _buffer(workspace, name, (i1 - i0) * (j1 - j0), dtype, dev)
+    order = range(len(prob.tiles)) if visit is None else visit.tolist()
+    for turn, t in enumerate(tqdm(order, desc=desc, leave=False, disable=not progress)):
+        workspace = spaces[turn % buffers]
+        tile = prob.tiles[t]
         i0, i1, j0, j1 = tile
         s = tile_matmul(prob.x, tile, workspace)
-        _, kf, ki = workspace[s.shape]
-        k = bin_keys(s, bins, kf, ki)
+        k = _buffer(workspace, "keys", s.numel(), torch.int32, dev).view(s.shape)
+        drops = []
         if i0 == j0:
             if s.shape[0] not in tril:
                 tril[s.shape[0]] = torch.ones(s.shape, dtype=torch.bool, device=dev).tril()
-            k.masked_fill_(tril[s.shape[0]], bins)
+            drops.append(tril[s.shape[0]].view(-1))
         if prob.mask_fn is not None:
-            k.masked_fill_(call_mask(prob.mask_fn, torch.arange(i0, i1, device=dev)[:, None],
-                                     torch.arange(j0, j1, device=dev)[None, :]), bins)
+            drop = call_mask(prob.mask_fn, torch.arange(i0, i1, device=dev)[:, None],
+                             torch.arange(j0, j1, device=dev)[None, :])
+            drops.append(drop.expand(s.shape).reshape(-1))
         a, b = prob.excl_ptr[t], prob.excl_ptr[t + 1]
-        if b > a:
-            k.view(-1).index_fill_(0, prob.excl_flat[a:b], bins)
-        yield t, s, k
+        c, d = prob.pos_ptr[t], prob.pos_ptr[t + 1]
+        yield TileWork(t, s, k, drops, prob.excl_flat[a:b] if b > a else None,
+                       prob.pos_flat[c:d] if d > c else None)
 
 
 def all_pair_scores(features: Tensor | np.ndarray, *, block_size: int | None = None,
@@ -245,7 +360,7 @@ def all_pair_scores(features: Tensor | np.ndarray, *, block_size: int | None = N
         >>> i.tolist(), j.tolist(), [round(v, 4) for v in s.tolist()]
         ([0, 0, 1], [1, 2, 2], [0.7071, 0.0, 0.7071])
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     x = as_features(features, device)
     workspace: dict = {}

@@ -5,16 +5,17 @@ Table 2: 11,039,533 positive and 330,145,575,217 negative pairs) and reports TPR
 No score vector of that size fits in memory, so :func:`tpr_at_fpr` works tile by tile:
 
 1. pass 1 scores the upper triangle i < j in tiles (float32 matmul), counts every negative
-   score in a fine histogram (:data:`DEFAULT_BINS` bins over [-1, 1]) and keeps the positive
-   scores, which are few (sum over ids of C(n_id, 2));
-2. the histogram says which bin holds the threshold; a second pass over the same tiles, with
-   the same float32 ops, collects the negatives in those few bins and selects exactly.
+   score in a fine histogram (:data:`DEFAULT_BINS` bins over [-1, 1]), keeps the positive
+   scores, which are few (sum over ids of C(n_id, 2)), and notes each tile's highest negative;
+2. the histogram says which bin holds the threshold; a second pass over the tiles that reach
+   that bin, with the same float32 ops, collects the negatives in those few bins and selects
+   exactly.
 
 To save the second pass, pass 1 already collects the bins that a small row sample predicts;
 the second pass runs only for the bins the prediction missed. Either way the answer equals a
 brute-force sort of the same float32 scores (see :func:`all_pair_scores`).
 
-Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+Taught in: notebooks/08_trillion_pairs.ipynb
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from arclab.evaluation._passes import SPECULATION_BUDGET, counts_of, scan, speculate, to_cache
+from arclab.evaluation._passes import (
+    SPECULATION_BUDGET,
+    counts_of,
+    scan,
+    speculate,
+    tiles_reaching,
+    to_cache,
+)
 from arclab.evaluation._select import missing, nearest_step, nearest_window, strict_answer, wilson
 from arclab.evaluation._tiles import DEFAULT_BINS, PairMask, prepare
 
@@ -71,7 +79,8 @@ def _evaluate(features: Features, ids: Tensor | np.ndarray, fprs, *, block_size:
         raise ValueError("ids must leave at least one negative pair (two different ids), "
                          "got none")
     cache = to_cache(first["store"], lut, c, prob.x.device) if first["store"] is not None else {}
-    info = {"passes": 1, "speculated_bins": len(cache), "collected_bins": 0}
+    info = {"passes": 1, "speculated_bins": len(cache), "collected_bins": 0,
+            "tiles": len(prob.tiles), "tiles_reread": 0}
     answers: dict[float, dict] = {}
     windows: dict[float, tuple[int, int]] = {}
     while len(answers) < len(targets):
@@ -90,11 +99,13 @@ def _evaluate(features: Features, ids: Tensor | np.ndarray, fprs, *, block_size:
                 need |= got
         if need:
             wanted = np.array(sorted(need), dtype=np.int64)
+            visit = tiles_reaching(first["top_key"], wanted)
             more = scan(prob, bins, wanted, histogram=False, progress=progress,
-                        desc=f"pairs: pass {info['passes'] + 1}")
+                        desc=f"pairs: pass {info['passes'] + 1}", visit=visit)
             cache.update(to_cache(more["store"], wanted, c, prob.x.device))
             info["passes"] += 1
             info["collected_bins"] += len(wanted)
+            info["tiles_reread"] += len(visit)
     n_pos = len(c.pos)
     results = {}
     for f in _check_fprs(fprs):
@@ -162,7 +173,7 @@ def tpr_at_fpr(features: Features, ids: Tensor | np.ndarray,
         >>> [(f, v["tpr"], v["fpr_achieved"], round(v["threshold"], 2)) for f, v in r.items()]
         [(0.1, 0.0, 0.0, 0.96), (0.25, 1.0, 0.25, 0.6)]
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     return _evaluate(features, ids, fprs, block_size=block_size, device=device, mask=mask,
                      rule=rule, ci=ci, progress=progress)[0]
@@ -197,7 +208,7 @@ def roc_curve_allpairs(features: Features, ids: Tensor | np.ndarray, *, n_points
         >>> roc["fpr"].round(3).tolist(), roc["tpr"].tolist(), roc["n_neg"]
         ([0.167, 0.408, 1.0], [0.0, 1.0, 1.0], 4)
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
         raise ValueError(f"n_points must be an integer >= 2, got {n_points!r}")

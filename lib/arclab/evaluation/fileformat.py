@@ -8,7 +8,7 @@ The lightweight-recognition challenge (seed 001, section 3.4) takes "a binary fe
 two is an assumption (no public spec names them), so both are checked on read and a file with
 other values is refused rather than guessed at. Everything is little-endian.
 
-Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+Taught in: notebooks/08_trillion_pairs.ipynb
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def write_features(path: str | os.PathLike, features: np.ndarray | Tensor) -> No
         >>> p.stat().st_size, read_features(p).shape
         (40, (2, 3))
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     a = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
     if a.dtype == bool or not (np.issubdtype(a.dtype, np.floating)
@@ -93,7 +93,7 @@ def read_features(path: str | os.PathLike) -> np.ndarray:
         >>> read_features(p).tolist()
         [[0.6000000238418579], [0.800000011920929]]
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     path = Path(path)
     size = path.stat().st_size

@@ -5,7 +5,7 @@ LFW code thresholds the squared distance of normalised embeddings, ||a - b||² =
 "same" when the distance is below the threshold, so its distance threshold d is the cosine
 threshold 1 - d/2 here.
 
-Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+Taught in: notebooks/08_trillion_pairs.ipynb
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def template_features(features: np.ndarray | Tensor, template_ids: np.ndarray | 
         >>> ids.tolist(), t.double().numpy().round(4).tolist()  # 7: (27·[3, 0] + [0, 1]) / 28
         ([7, 9], [[0.9999, 0.0123], [0.0, 1.0]])
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     if weighting not in ("mean", "norm3"):
         raise ValueError(f"weighting must be 'mean' or 'norm3', got {weighting!r}")
@@ -214,7 +214,7 @@ def tar_at_far(template_feats: np.ndarray | Tensor, template_ids: np.ndarray | T
         >>> r[0.5]["tpr"], r[0.5]["threshold"], r[0.5]["n_neg"]
         (1.0, 0.0, 2)
 
-    Taught in: notebooks/08_trillion_pairs.ipynb (planned)
+    Taught in: notebooks/08_trillion_pairs.ipynb
     """
     if rule not in ("strict", "nearest"):
         raise ValueError(f"rule must be 'strict' or 'nearest', got {rule!r}")

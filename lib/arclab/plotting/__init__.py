@@ -6,7 +6,7 @@ titles the claim it shows and returns the ``Figure``.
 Taught in: notebooks/00_tour.ipynb
 """
 
-from arclab.plotting.evaluation import difficulty_curves
+from arclab.plotting.evaluation import difficulty_curves, roc_log_fpr, tpr_against_negatives
 from arclab.plotting.geometry import angle_histograms, decision_regions, features_2d, features_3d
 from arclab.plotting.images import image_grid
 from arclab.plotting.margin_curves import (
@@ -17,10 +17,17 @@ from arclab.plotting.margin_curves import (
     target_logit_curves,
 )
 from arclab.plotting.style import class_colours, use_style
-from arclab.plotting.training import embedding_projection, pair_angle_histograms, training_curves
+from arclab.plotting.training import (
+    angle_histogram_grid,
+    embedding_projection,
+    pair_angle_histograms,
+    target_angle_curves,
+    training_curves,
+)
 
 __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
            "difficulty_curves",
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
            "overflow_policies", "target_logit_curves", "use_style", "embedding_projection",
-           "pair_angle_histograms", "training_curves"]
+           "pair_angle_histograms", "roc_log_fpr", "tpr_against_negatives", "training_curves",
+           "angle_histogram_grid", "target_angle_curves"]

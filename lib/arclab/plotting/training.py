@@ -78,3 +78,46 @@ def embedding_projection(features: torch.Tensor | np.ndarray, ids, *, ax=None,
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
     ax.set_aspect("equal", adjustable="datalim")
     return fig
+
+
+def target_angle_curves(curves: dict[str, list[float]], *, smooth: int = 5, ax=None) -> Figure:
+    """The mean angle θ_y (degrees) between a sample and its own class weight, per training
+    step, one line per loss (``smooth``-step running mean)."""
+    fig, ax = axes_or_new(ax, figsize=(6.4, 3.6))
+    for colour, (name, theta) in zip(class_colours(len(curves)), curves.items()):
+        theta = np.asarray(theta, dtype=float)
+        if len(theta) >= smooth > 1:
+            theta = np.convolve(theta, np.ones(smooth) / smooth, mode="valid")
+        ax.plot(np.arange(len(theta)) + 1, theta, color=colour, lw=1.6, label=name)
+    ax.axhline(90, color="0.6", lw=0.8, ls=":")
+    ax.set(xlabel="step", ylabel="mean θ_y (degrees)",
+           title="Angle to the own class weight during training")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def angle_histogram_grid(hists: dict[str, dict], edges: np.ndarray, *, ncols: int = 4
+                         ) -> Figure:
+    """One panel per loss: densities of positive-pair (solid) and negative-pair (dashed)
+    angles from histogram counts ``{"positive", "negative"}`` over ``edges`` (degrees)."""
+    n = len(hists)
+    rows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(rows, ncols, figsize=(2.6 * ncols, 2.2 * rows), sharex=True,
+                             squeeze=False)
+    width = np.diff(edges)
+    for ax, (name, h) in zip(axes.flat, hists.items()):
+        for key, style in (("positive", "-"), ("negative", "--")):
+            counts = np.asarray(h[key], dtype=float)
+            ax.stairs(counts / max(counts.sum(), 1) / width, edges, color="C0" if key ==
+                      "positive" else "C3", ls=style, lw=1.4, label=key)
+        ax.set_title(name, fontsize=9)
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("pair angle (degrees)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Angles between embeddings of unseen identities: same (solid) vs different "
+                 "(dashed)", y=1.02)
+    fig.tight_layout()
+    return fig

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from arclab.margins import PRESETS
 
-__all__ = ["AMP_MODES", "TrainConfig", "learning_rate", "load_config"]
+__all__ = ["AMP_MODES", "LOSSES", "TrainConfig", "learning_rate", "load_config"]
+
+LOSSES = (*PRESETS, "triplet")
+"""Every value of ``TrainConfig.margin``: the margin presets and the batch-hard triplet loss."""
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 """``auto``: bf16 (or fp16 with loss scaling) on CUDA, off elsewhere; ``bf16`` also runs on
@@ -31,8 +34,12 @@ class TrainConfig:
     backbone: str = "r18"
     embedding_size: int = 512
     input_size: int = 112
-    margin: str = "arcface"          # a key of arclab.margins.PRESETS
+    margin: str = "arcface"          # a key of arclab.margins.PRESETS, or "triplet"
     s: float = 64.0
+    gradient: str = "exact"          # exact | straight_through (the margin's backward)
+    overflow: str = "monotonic"      # monotonic | raw | easy (target logit past pi)
+    triplet_margin: float = 0.2      # for margin "triplet": hinge margin on chord distance
+    images_per_identity: int = 4     # for margin "triplet": K of the P x K batches
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -48,14 +55,20 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.margin not in PRESETS:
-            raise ValueError(f"margin must be one of {sorted(PRESETS)}, got {self.margin!r}")
+        if self.margin not in LOSSES:
+            raise ValueError(f"margin must be one of {list(LOSSES)}, got {self.margin!r}")
+        if self.gradient not in ("exact", "straight_through"):
+            raise ValueError(f"gradient must be 'exact' or 'straight_through', got "
+                             f"{self.gradient!r}")
+        if self.overflow not in ("monotonic", "raw", "easy"):
+            raise ValueError(f"overflow must be 'monotonic', 'raw' or 'easy', got "
+                             f"{self.overflow!r}")
         if self.schedule not in ("step", "poly"):
             raise ValueError(f"schedule must be 'step' or 'poly', got {self.schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
         for key in ("embedding_size", "input_size", "batch_size", "epochs",
-                    "checkpoint_every"):
+                    "checkpoint_every", "images_per_identity"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -67,10 +80,15 @@ class TrainConfig:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
-        for key in ("momentum", "weight_decay", "grad_clip"):
+        for key in ("momentum", "weight_decay", "grad_clip", "triplet_margin"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+        if self.margin == "triplet" and (self.batch_size % self.images_per_identity
+                                         or self.batch_size < 2 * self.images_per_identity):
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of "
+                             f"images_per_identity ({self.images_per_identity}) with at least "
+                             "two identities per batch for margin 'triplet'")
         if any(not 0 < f < 1 for f in self.milestones):
             raise ValueError(f"milestones must be fractions in (0, 1), got {self.milestones!r}")
 

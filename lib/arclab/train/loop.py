@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +30,7 @@ from arclab.heads import make_head
 from arclab.margins import MarginLoss
 from arclab.models import get_model
 from arclab.train.config import TrainConfig, learning_rate
+from arclab.triplet import TripletLoss
 
 __all__ = ["amp_dtype", "step_batch", "train"]
 
@@ -67,6 +69,14 @@ class _Net(nn.Module):
         return self.head(emb.float())  # cosines and arccos stay in fp32
 
 
+def same_run(stored: dict | None, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's config trains the same weights as ``cfg``: equal in every key
+    but ``validate_every`` (validation reads the model, it never changes it)."""
+    mine = cfg.to_dict()
+    return stored is not None and {k: v for k, v in stored.items() if k != "validate_every"} \
+        == {k: v for k, v in mine.items() if k != "validate_every"}
+
+
 def _world() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -75,19 +85,47 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _pk_batch(labels: np.ndarray, cfg: TrainConfig, epoch: int, k: int) -> Tensor:
+    """P × K indices for the triplet loss: the epoch's identity order, P identities per step,
+    K images of each (drawn without replacement when the identity has K or more)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    classes = np.unique(labels)
+    order = classes[torch.randperm(len(classes), generator=gen).numpy()]
+    p, kk = cfg.batch_size // cfg.images_per_identity, cfg.images_per_identity
+    chosen = order[np.arange(k * p, (k + 1) * p) % len(order)]
+    pick = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 7919 + k)
+    out = []
+    for c in chosen:
+        members = np.flatnonzero(labels == c)
+        if len(members) >= kk:
+            idx = torch.randperm(len(members), generator=pick)[:kk]
+        else:
+            idx = torch.randint(len(members), (kk,), generator=pick)
+        out.append(members[idx.numpy()])
+    return torch.from_numpy(np.concatenate(out))
+
+
 def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
                world_size: int = 1) -> tuple[Tensor, Tensor]:
     """The images (B/W, 3, S, S) and labels (B/W,) that process ``rank`` trains on at
     ``step``; re-seeds the global RNG from (seed, step, rank) first, so augmentation is a pure
-    function of the step."""
+    function of the step. For the triplet loss the global batch is P identities × K images
+    (the data set must expose ``labels``)."""
     per_epoch = len(dataset) // cfg.batch_size
     epoch, k = divmod(step, per_epoch)
-    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
-        cfg.seed * 1_000_003 + epoch))
     local = cfg.batch_size // world_size
-    start = k * cfg.batch_size + rank * local
+    if cfg.margin == "triplet":
+        if not hasattr(dataset, "labels"):
+            raise ValueError("margin 'triplet' needs a data set with a .labels array "
+                             "(P x K sampling)")
+        batch = _pk_batch(np.asarray(dataset.labels), cfg, epoch, k)
+        start = rank * local
+    else:
+        batch = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
+            cfg.seed * 1_000_003 + epoch))
+        start = k * cfg.batch_size + rank * local
     torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + rank)
-    items = [dataset[int(i)] for i in perm[start:start + local]]
+    items = [dataset[int(i)] for i in batch[start:start + local]]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
@@ -114,7 +152,9 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
 
     Returns:
-        {"losses": every step's loss so far, "step": steps done, "total_steps", "model",
+        {"losses": every step's loss so far, "target_angles": every step's mean angle θ_y
+        (degrees) between a sample and its class weight (cosine heads only, else empty),
+        "step": steps done, "total_steps", "model",
         "head", "validation": [{"step", name: value, ...}, ...]}.
     """
     from tqdm.auto import tqdm
@@ -138,12 +178,17 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     torch.manual_seed(cfg.seed)
     model = get_model(cfg.backbone, embedding_size=cfg.embedding_size,
                       input_size=cfg.input_size).to(dev)
-    head = make_head(cfg.margin, cfg.embedding_size, n_classes).to(dev)
+    if cfg.margin == "triplet":
+        head: nn.Module = nn.Identity()
+        loss_fn: nn.Module = TripletLoss(cfg.triplet_margin)
+    else:
+        head = make_head(cfg.margin, cfg.embedding_size, n_classes).to(dev)
+        loss_fn = MarginLoss(cfg.margin, s=cfg.s, gradient=cfg.gradient,
+                             overflow=cfg.overflow)
     net: nn.Module = _Net(model, head, dtype)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = MarginLoss(cfg.margin, s=cfg.s)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
@@ -151,17 +196,20 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     total = per_epoch * cfg.epochs
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     losses: list[float] = []
+    angles: list[float] = []
+    cosine_head = cfg.margin not in ("softmax", "triplet")
     history: list[dict] = []
     start = 0
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if state.get("config") != cfg.to_dict():
+        if not same_run(state.get("config"), cfg):
             raise ValueError(f"{ckpt} was written with another config; use a new out_dir")
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         losses, history = list(state["losses"]), list(state["validation"])
+        angles = list(state.get("target_angles", []))
         start = int(state["step"])
     stop = total if max_steps is None else min(total, max_steps)
 
@@ -171,6 +219,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
                 torch.save({"model": model.state_dict(), "head": head.state_dict(),
                             "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                             "step": step, "losses": losses, "validation": history,
+                            "target_angles": angles,
                             "config": cfg.to_dict()}, tmp)
 
     def run_validation(step: int, log) -> None:
@@ -195,7 +244,9 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             lr = learning_rate(cfg, step, total)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = loss_fn(net(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True))
+            y = y.to(dev, non_blocking=True)
+            out = net(x.to(dev, non_blocking=True))
+            loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -206,14 +257,23 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             scaler.step(opt)
             scaler.update()
             value = loss.detach()
+            if cosine_head:  # the mean angle to the own class weight, in degrees
+                theta = torch.rad2deg(torch.arccos(out.detach().gather(1, y[:, None])
+                                                   .clamp(-1, 1))).mean()
+                value = torch.stack([value, theta])
             if world > 1:
                 torch.distributed.all_reduce(value)
                 value = value / world
+            if cosine_head:
+                angles.append(value[1].item())
+                value = value[0]
             losses.append(value.item())
             rate = cfg.batch_size / (time.perf_counter() - t0)
             if rank == 0:
                 log.write(json.dumps({"step": step, "loss": losses[-1], "lr": lr,
-                                      "images_per_s": rate}) + "\n")
+                                      "images_per_s": rate}
+                                     | ({"theta_y_deg": angles[-1]} if cosine_head else {}))
+                          + "\n")
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}",
                                 img_s=f"{rate:.0f}", refresh=False)
             if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
@@ -224,5 +284,6 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             run_validation(stop, log)
     bar.close()
     save(stop)
-    return {"losses": losses, "step": stop, "total_steps": total, "model": model,
+    return {"losses": losses, "target_angles": angles, "step": stop, "total_steps": total,
+            "model": model,
             "head": head, "validation": history}

@@ -32,7 +32,8 @@ from torch.utils.data import Dataset
 
 from arclab.train.config import TrainConfig, load_config
 
-__all__ = ["build_dataset", "build_validator", "load_spec", "run_dir", "run_spec"]
+__all__ = ["build_dataset", "build_validator", "load_spec", "run_dir", "run_spec",
+           "tutorial_spec"]
 
 _SECTIONS = ("train", "data", "validation")
 _SOURCES = {"synthfaces": {"n_identities", "n_per_identity", "synth"},
@@ -215,12 +216,16 @@ def _spec_dict(spec: dict) -> dict:
 
 
 def run_dir(spec: dict, root: str | Path | None = None) -> Path:
-    """Where a spec's run lives: ``root`` (default ``$ARCLAB_CACHE/runs``) / a hash of the
-    whole spec, so a changed key never resumes a stale run."""
+    """Where a spec's run lives: ``root`` (default ``$ARCLAB_CACHE/runs``) / a hash of
+    everything that decides the weights (the train and data sections, the renderer version),
+    so a changed key never resumes a stale run. Validation settings are left out: they read the
+    model and never change it, so two notebooks that train the same model share one run."""
     from arclab.data.cache import RENDER_VERSION, cache_dir
 
     root = Path(root) if root is not None else cache_dir() / "runs"
-    blob = json.dumps({**_spec_dict(spec), "render": RENDER_VERSION}, sort_keys=True)
+    train = {k: v for k, v in spec["train"].to_dict().items() if k != "validate_every"}
+    blob = json.dumps({"train": train, "data": spec["data"], "render": RENDER_VERSION},
+                      sort_keys=True)
     return root / hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -243,3 +248,31 @@ def run_spec(spec: dict | str | Path, out_dir: str | Path | None = None, *,
     result = train(spec["train"], dataset, n_classes, out, validate=validate,
                    max_steps=max_steps, device=device, progress=progress)
     return {**result, "out_dir": out, "spec": copy.deepcopy(spec)}
+
+
+def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size: int = 128,
+                  margin: str = "arcface", scale: float = 32.0, n_train_ids: int = 200,
+                  n_per_id: int = 12, epochs: int = 5, batch_size: int = 64, seed: int = 0,
+                  data_seed: int | None = None, gradient: str = "exact",
+                  overflow: str = "monotonic", validation: dict | None = None,
+                  validate_every: int = 0) -> dict:
+    """The notebooks' SynthFaces recipe as a checked spec: SGD lr 0.1, 20 warm-up steps,
+    step decay at 50% and 75%, the given margin (or "triplet", P × 4 batches) and scale, a
+    checkpoint every 200 steps. ``seed`` seeds the initialisation and the batch order,
+    ``data_seed`` (default: ``seed``) the SynthFaces identities and validation pairs.
+    Notebooks that pass the same arguments share one cached run (validation aside).
+
+    Example:
+        >>> tutorial_spec(backbone="mbf", epochs=2)["train"].backbone
+        'mbf'
+    """
+    return load_spec({
+        "train": {"backbone": backbone, "embedding_size": embedding_size,
+                  "input_size": input_size, "margin": margin, "s": scale, "lr": 0.1,
+                  "batch_size": batch_size, "epochs": epochs, "warmup_steps": 20,
+                  "validate_every": validate_every, "checkpoint_every": 200, "seed": seed,
+                  "gradient": gradient, "overflow": overflow},
+        "data": {"source": "synthfaces", "n_identities": n_train_ids,
+                 "n_per_identity": n_per_id,
+                 "synth": {"seed": seed if data_seed is None else data_seed}},
+        "validation": validation or {}})
