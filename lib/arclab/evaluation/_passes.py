@@ -7,24 +7,26 @@ highest negative key, and may collect the pairs of some bins at once (those that
 tiles whose highest key reaches them (:func:`tiles_reaching`). Collected scores are kept as
 distinct values with multiplicities, merged as they come, so memory follows the number of
 distinct scores in the collected bins, not their count. On a CPU with two or more torch
-threads the work on a tile after its matmul (keys, ``bincount``, collection: single-threaded
-loops) runs in two halves on two helper threads, side by side and during the next tile's
-matmul (two tile buffers take turns); the result is the same.
+threads, one worker thread per torch thread takes whole tiles (matmul on one core, keys,
+``bincount``, collection), each in its own buffers; the result is the same.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from arclab.evaluation._select import Counts, widen
 from arclab.evaluation._tiles import (
     Problem,
+    Tiler,
     TileWork,
     bin_keys,
     call_mask,
@@ -34,8 +36,6 @@ from arclab.evaluation._tiles import (
 
 __all__ = ["SPECULATION_BUDGET", "counts_of", "scan", "speculate", "tiles_reaching",
            "to_cache"]
-
-_PIPELINE = True
 
 SPECULATION_BUDGET = 1 << 22
 """Most distinct scores pass 1 may collect on the sample's prediction (48 MiB with counts)."""
@@ -59,8 +59,8 @@ def _capture(s: Tensor, k: Tensor, lut: Tensor) -> np.ndarray | None:
 
 
 class _Part:
-    """What one part of every tile (a half, or all of it) adds up in a histogram pass: the key
-    counts, and per tile the highest key of a counted pair (-1: none)."""
+    """What one thread adds up in a histogram pass over the tiles (or parts of tiles) it takes:
+    the key counts, and per tile the highest key of a negative (-1: none)."""
 
     def __init__(self, bins: int, n_tiles: int, device: torch.device):
         self.bins = bins
@@ -72,9 +72,9 @@ class _Part:
         """Count the keys ``k`` of a part of tile ``t``; True if any is one of the ``marked``
         bins (ascending; ``marked_dev``: the same on the device).
 
-        ``bincount`` without ``minlength`` returns max(k) + 1 counts, which gives the part's
-        highest key for free; only where the sentinel ``bins`` is there (a diagonal tile, a
-        mask) is the highest counted key looked for.
+        ``bincount`` without ``minlength`` returns max(k) + 1 counts, which gives the highest
+        key for free; only where the sentinel ``bins`` is there (a diagonal tile, a mask, a
+        positive) is the highest counted key looked for.
         """
         h = torch.bincount(k)
         n = h.numel()
@@ -111,29 +111,29 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # not later over this
 
 
-def _helpers(device: torch.device) -> ThreadPoolExecutor | None:
-    """Two threads that run torch ops on one core each, or None (not a CPU, or one thread).
+def _workers(device: torch.device) -> tuple[ThreadPoolExecutor | None, int]:
+    """On a CPU with two or more torch threads: as many worker threads, each running torch on
+    one intra-op thread, and their number; else (None, 1).
 
-    A tile's bincount and capture are single-threaded loops, so on a CPU with two or more
-    torch threads each half of a tile (keys, counts, capture) goes to one of these threads
-    (torch releases the GIL) while the caller computes the next tile's matmul: the cores stay
-    busy with work, where waiting for the helpers would leave the matmul's OpenMP threads
-    spinning idle beside them. Each helper is set to one intra-op thread, so that neither
-    starts an OpenMP team of its own. ``torch.set_num_threads`` sets the calling thread's count
+    Each worker takes a whole tile at a time (matmul, keys, counts, collection) while the
+    others take the next ones: torch releases the GIL inside its ops, so the cores stay busy
+    without any OpenMP team. (With one, a tile's matmul would use every core, but its
+    ``bincount`` and collection are single-threaded loops during which the team's idle threads
+    spin, holding the other cores.) ``torch.set_num_threads`` sets the calling thread's count
     and also the default that threads started later take; a throwaway thread sets that default
     back to the caller's count, which leaves the caller's own settings untouched.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads < 2:
-        return None
-    pool = ThreadPoolExecutor(2, initializer=_one_thread)
-    barrier = threading.Barrier(2)
-    for f in [pool.submit(barrier.wait) for _ in range(2)]:  # both threads exist and are set
+        return None, 1
+    pool = ThreadPoolExecutor(threads, initializer=_one_thread)
+    barrier = threading.Barrier(threads)
+    for f in [pool.submit(barrier.wait) for _ in range(threads)]:  # all started and set
         f.result()
     restore = threading.Thread(target=torch.set_num_threads, args=(threads,))
     restore.start()
     restore.join()
-    return pool
+    return pool, threads
 
 
 class _Store:
@@ -144,7 +144,7 @@ class _Store:
     inserted, so the temporaries are the size of the chunk plus one copy of the store.
     """
 
-    def __init__(self, limit: int = 1 << 20):
+    def __init__(self, limit: int = 1 << 18):
         self.values = np.zeros(0, np.float32)
         self.counts = np.zeros(0, np.int64)
         self.raw: list[np.ndarray] = []
@@ -191,9 +191,17 @@ def scan(prob: Problem, bins: int, lut_bins: np.ndarray | None, *, histogram: bo
     whose negatives all lie below the bins it collects (:func:`tiles_reaching`).
     """
     dev = prob.x.device
-    pool = _helpers(dev)
-    parts = ([_Part(bins, len(prob.tiles), dev) for _ in range(2 if pool else 1)]
-             if histogram else None)
+    pool, n_workers = _workers(dev)
+    parts: dict[int, _Part] = {}  # one per thread that counts
+
+    def part() -> _Part | None:
+        if not histogram:
+            return None
+        me = threading.get_ident()
+        if me not in parts:
+            parts[me] = _Part(bins, len(prob.tiles), dev)
+        return parts[me]
+
     pos_v: list[Tensor] = []
     pos_k: list[Tensor] = []
     store: _Store | None = None
@@ -203,48 +211,49 @@ def scan(prob: Problem, bins: int, lut_bins: np.ndarray | None, *, histogram: bo
         lut_idx = torch.as_tensor(marked, device=dev)
         lut = torch.zeros(bins + 1, dtype=torch.uint8, device=dev).index_fill_(0, lut_idx, 1)
         store = _Store()
-    pending = None  # a tile the helpers work on while the next tile's matmul runs
 
-    def finish(done: list) -> None:
+    def use() -> tuple:
+        return (lut, marked, lut_idx) if store is not None else (None, None, None)
+
+    def finish(got: np.ndarray | None, pos: tuple[Tensor, Tensor] | None) -> None:
         nonlocal store
-        for got, pos in done:
-            if histogram and pos is not None:
-                pos_v.append(pos[0])
-                pos_k.append(pos[1])
-            if store is not None and got is not None:
-                store.add(got)
-        if store is not None and cap is not None and len(store.values) > cap:
-            store = None  # the prediction was poor: leave these bins to pass 2
+        if histogram and pos is not None:
+            pos_v.append(pos[0])
+            pos_k.append(pos[1])
+        if store is not None and got is not None:
+            store.add(got)
+            if cap is not None and len(store.values) > cap:
+                store = None  # the prediction was poor: leave these bins to pass 2
 
-    try:
-        for work in scan_tiles(prob, desc=desc, progress=progress, visit=visit,
-                               buffers=2 if pool else 1):
-            if pending is not None:  # the previous tile, done during this tile's matmul
-                finish([f.result() for f in pending])
-                pending = None
-            use = (lut, marked, lut_idx) if store is not None else (None, None, None)
-            n = work.scores.numel()
-            if pool is not None and n >= 1 << 16:
-                half = n // 16 * 8
-                pending = [pool.submit(_work, work, a, b, bins, parts[p] if parts else None,
-                                       *use) for p, (a, b) in enumerate([(0, half), (half, n)])]
-                if not _PIPELINE:
-                    finish([f.result() for f in pending])
-                    pending = None
-            else:
-                finish([_work(work, 0, n, bins, parts[0] if parts else None, *use)])
-        if pending is not None:
-            finish([f.result() for f in pending])
-    finally:
-        if pool is not None:
+    order = range(len(prob.tiles)) if visit is None else visit.tolist()
+    if pool is None:
+        for work in scan_tiles(prob, desc=desc, progress=progress, visit=visit):
+            finish(*_work(work, 0, work.scores.numel(), bins, part(), *use()))
+    else:
+        tiler = Tiler(prob, buffers=n_workers)
+
+        def job(t: int, space: int, drops: list[Tensor], use: tuple) -> tuple:
+            work = tiler.compute(t, space, drops)
+            return _work(work, 0, work.scores.numel(), bins, part(), *use)
+
+        running: deque = deque()  # at most one tile per worker, each in its own workspace
+        try:
+            for turn, t in enumerate(tqdm(order, desc=desc, leave=False, disable=not progress)):
+                if len(running) == n_workers:
+                    finish(*running.popleft().result())
+                running.append(pool.submit(job, t, turn % n_workers, tiler.drops(t), use()))
+            while running:
+                finish(*running.popleft().result())
+        finally:
             pool.shutdown()
     empty = (np.zeros(0, np.float32), np.zeros(0, np.int64))
     out = {"store": None if store is None else store.result()}
-    if parts is not None:
-        hist = parts[0].hist
-        for p in parts[1:]:
+    if histogram:
+        counted = list(parts.values()) or [_Part(bins, len(prob.tiles), dev)]
+        hist = counted[0].hist
+        for p in counted[1:]:
             hist += p.hist
-        top_key = np.max([p.top for p in parts], 0)
+        top_key = np.max([p.top for p in counted], 0)
         pos = torch.cat(pos_v).cpu().numpy() if pos_v else empty[0]
         pos_keys = torch.cat(pos_k).cpu().numpy() if pos_k else np.zeros(0, np.int32)
         order = np.argsort(pos, kind="stable")

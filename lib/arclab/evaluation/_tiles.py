@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["DEFAULT_BINS", "Problem", "all_pair_scores", "as_features", "as_ids", "bin_keys",
            "call_mask", "default_block", "fill_keys", "prepare", "same_value_pairs",
-           "scan_tiles", "tile_matmul", "tiles_of", "TileGrid", "TileWork"]
+           "scan_tiles", "tile_matmul", "tiles_of", "TileGrid", "Tiler", "TileWork"]
 
 DEFAULT_BINS = 1 << 16
 """Histogram bins over [-1, 1] (width 2**-15 ≈ 3.1e-5 in cosine)."""
@@ -302,43 +302,59 @@ def fill_keys(work: TileWork, bins: int, a: int = 0, b: int | None = None
     return k, pos
 
 
-def scan_tiles(prob: Problem, *, desc: str, progress: bool, visit: np.ndarray | None = None,
-               buffers: int = 1) -> Iterator[TileWork]:
+class Tiler:
+    """Computes a problem's tiles into ``buffers`` workspaces (one per tile worked on at once).
+
+    :meth:`drops` lists a tile's pairs that do not count (j <= i on a diagonal tile, and those
+    a callable mask excludes; it calls the mask, so call it on one thread); :meth:`compute`
+    runs the tile's matmul into workspace ``space``, and may run on any thread as long as no
+    two tiles in the same workspace are in progress at once.
+    """
+
+    def __init__(self, prob: Problem, buffers: int = 1):
+        self.prob = prob
+        dev = prob.x.device
+        i0, i1, j0, j1 = prob.tiles[0]  # the first tile is a largest one: size buffers once
+        self.spaces: list[dict] = [{} for _ in range(buffers)]
+        for workspace in self.spaces:
+            for name, dtype in (("scores", torch.float32), ("keys", torch.int32)):
+                _buffer(workspace, name, (i1 - i0) * (j1 - j0), dtype, dev)
+        self.tril: dict[int, Tensor] = {}
+        for m in {i1 - i0, (prob.x.shape[0] - 1) % (i1 - i0) + 1}:  # full and last block
+            self.tril[m] = torch.ones(m, m, dtype=torch.bool, device=dev).tril().view(-1)
+
+    def drops(self, t: int) -> list[Tensor]:
+        i0, i1, j0, j1 = self.prob.tiles[t]
+        drops = [self.tril[i1 - i0]] if i0 == j0 else []
+        if self.prob.mask_fn is not None:
+            dev = self.prob.x.device
+            drop = call_mask(self.prob.mask_fn, torch.arange(i0, i1, device=dev)[:, None],
+                             torch.arange(j0, j1, device=dev)[None, :])
+            drops.append(drop.expand(i1 - i0, j1 - j0).reshape(-1))
+        return drops
+
+    def compute(self, t: int, space: int, drops: list[Tensor]) -> TileWork:
+        prob, workspace = self.prob, self.spaces[space]
+        s = tile_matmul(prob.x, prob.tiles[t], workspace)
+        k = _buffer(workspace, "keys", s.numel(), torch.int32, prob.x.device).view(s.shape)
+        a, b = prob.excl_ptr[t], prob.excl_ptr[t + 1]
+        c, d = prob.pos_ptr[t], prob.pos_ptr[t + 1]
+        return TileWork(t, s, k, drops, prob.excl_flat[a:b] if b > a else None,
+                        prob.pos_flat[c:d] if d > c else None)
+
+
+def scan_tiles(prob: Problem, *, desc: str, progress: bool,
+               visit: np.ndarray | None = None) -> Iterator[TileWork]:
     """Compute the tiles of the upper triangle one by one (``visit``: the indices of the tiles
     to compute, ascending; default all); keys are left to :func:`fill_keys`.
 
-    The tiles take turns among ``buffers`` workspaces: a tile's buffers are overwritten when
-    the generator resumes ``buffers`` tiles later (with 2, one tile can be worked on while the
-    next is computed). Pairs that do not count: j <= i on diagonal tiles, and those the mask
-    excludes; the same-id pairs are passed on.
+    A tile's buffers are overwritten by the next tile. Pairs that do not count: j <= i on
+    diagonal tiles, and those the mask excludes; the same-id pairs are passed on.
     """
-    tril: dict[int, Tensor] = {}
-    dev = prob.x.device
-    i0, i1, j0, j1 = prob.tiles[0]  # the first tile is a largest one: size the buffers once
-    spaces: list[dict] = [{} for _ in range(buffers)]
-    for workspace in spaces:
-        for name, dtype in (("scores", torch.float32), ("keys", torch.int32)):
-            _buffer(workspace, name, (i1 - i0) * (j1 - j0), dtype, dev)
+    tiler = Tiler(prob)
     order = range(len(prob.tiles)) if visit is None else visit.tolist()
-    for turn, t in enumerate(tqdm(order, desc=desc, leave=False, disable=not progress)):
-        workspace = spaces[turn % buffers]
-        tile = prob.tiles[t]
-        i0, i1, j0, j1 = tile
-        s = tile_matmul(prob.x, tile, workspace)
-        k = _buffer(workspace, "keys", s.numel(), torch.int32, dev).view(s.shape)
-        drops = []
-        if i0 == j0:
-            if s.shape[0] not in tril:
-                tril[s.shape[0]] = torch.ones(s.shape, dtype=torch.bool, device=dev).tril()
-            drops.append(tril[s.shape[0]].view(-1))
-        if prob.mask_fn is not None:
-            drop = call_mask(prob.mask_fn, torch.arange(i0, i1, device=dev)[:, None],
-                             torch.arange(j0, j1, device=dev)[None, :])
-            drops.append(drop.expand(s.shape).reshape(-1))
-        a, b = prob.excl_ptr[t], prob.excl_ptr[t + 1]
-        c, d = prob.pos_ptr[t], prob.pos_ptr[t + 1]
-        yield TileWork(t, s, k, drops, prob.excl_flat[a:b] if b > a else None,
-                       prob.pos_flat[c:d] if d > c else None)
+    for t in tqdm(order, desc=desc, leave=False, disable=not progress):
+        yield tiler.compute(t, 0, tiler.drops(t))
 
 
 def all_pair_scores(features: Tensor | np.ndarray, *, block_size: int | None = None,
