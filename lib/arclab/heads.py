@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from arclab.margins import PRESETS
 
-__all__ = ["NormLinear", "make_head"]
+__all__ = ["NormLinear", "SubCenterNormLinear", "make_head"]
 
 
 class NormLinear(nn.Module):
@@ -48,8 +48,57 @@ class NormLinear(nn.Module):
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
 
 
-def make_head(preset: str, in_features: int, out_features: int) -> nn.Module:
-    """The head a preset needs: ``nn.Linear`` with bias for ``softmax``, else ``NormLinear``.
+class SubCenterNormLinear(nn.Module):
+    """Sub-center cosine classifier: K sub-centers per class, class cosine = max over its K.
+
+    Shapes: input (N, D) -> (N, C) cosines; weight (C·K, D), where row ``c·K + k`` is
+    sub-center k of class c (a class's sub-centers are contiguous rows, so a class-sharded
+    layer keeps them on one rank). :meth:`subcenter_cosines` gives all (N, C, K). The max is
+    taken on the cosines, before any margin, so every margin of :mod:`arclab.margins` applies
+    to the chosen sub-center; the gradient reaches only the sub-center that won the max (for
+    each sample and class). With K = 1 this is :class:`NormLinear`.
+
+    Example:
+        >>> head = SubCenterNormLinear(2, 3, subcenters=4)
+        >>> tuple(head.weight.shape), tuple(head(torch.randn(5, 2)).shape)
+        ((12, 2), (5, 3))
+
+    Taught in: notebooks/06_subcenter_arcface.ipynb
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, subcenters: int = 3,
+                 init_std: float = 0.01) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features),
+                            ("subcenters", subcenters)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.out_features, self.subcenters = out_features, subcenters
+        self.weight = nn.Parameter(torch.randn(out_features * subcenters, in_features)
+                                   * init_std)
+
+    def subcenter_cosines(self, x: Tensor) -> Tensor:
+        """(N, D) features -> (N, C, K) cosines to every sub-center."""
+        d = self.weight.shape[1]
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"x must have shape (N, {d}), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite, got NaN or inf features")
+        cos = F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
+        return cos.view(x.shape[0], self.out_features, self.subcenters)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.subcenter_cosines(x).amax(dim=2)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.weight.shape[1]}, out_features={self.out_features}, "
+                f"subcenters={self.subcenters}")
+
+
+def make_head(preset: str, in_features: int, out_features: int, *,
+              subcenters: int = 1) -> nn.Module:
+    """The head a preset needs: ``nn.Linear`` with bias for ``softmax``, else ``NormLinear``
+    (``SubCenterNormLinear`` when ``subcenters`` > 1).
 
     Example:
         >>> type(make_head("softmax", 2, 3)).__name__, type(make_head("arcface", 2, 3)).__name__
@@ -57,6 +106,13 @@ def make_head(preset: str, in_features: int, out_features: int) -> nn.Module:
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    if isinstance(subcenters, bool) or not isinstance(subcenters, int) or subcenters < 1:
+        raise ValueError(f"subcenters must be a positive integer, got {subcenters!r}")
     if not PRESETS[preset].normalised:
+        if subcenters != 1:
+            raise ValueError(f"subcenters > 1 needs a cosine head; preset {preset!r} has "
+                             "none (plain softmax)")
         return nn.Linear(in_features, out_features)
+    if subcenters > 1:
+        return SubCenterNormLinear(in_features, out_features, subcenters=subcenters)
     return NormLinear(in_features, out_features)
