@@ -18,7 +18,8 @@ import numpy as np
 from arclab.data.params import SynthConfig
 
 __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pairs_set",
-           "cfp_fp_pairs", "inject_label_noise", "lfw_pairs", "make_protocol", "training_set",
+           "cfp_fp_pairs", "inject_label_noise", "lfw_pairs", "make_protocol", "noisy_training_set",
+           "training_set",
            "verification_pairs", "video_tracks"]
 
 EVAL_OFFSET = 1_000_000
@@ -191,6 +192,27 @@ def inject_label_noise(labels, *, closed_rate: float = 0.0, open_rate: float = 0
     identity[opened] = OUTLIER_OFFSET + np.arange(n_open)
     noise[closed], noise[opened] = 1, 2
     return {"label": noisy, "identity": identity, "noise": noise}
+
+
+def noisy_training_set(cfg: SynthConfig, n_identities: int, n_per_identity: int, *,
+                       closed_rate: float = 0.0, open_rate: float = 0.0,
+                       seed: int = 0) -> dict:
+    """:func:`training_set` with label noise injected by :func:`inject_label_noise`: the items
+    render the face each image really shows (an outlier identity for open-set noise), ``label``
+    is the noisy training label; also ``clean_label`` (the label before corruption) and
+    ``noise`` (0 clean, 1 closed-set flip, 2 open-set outlier).
+
+    Example:
+        >>> t = noisy_training_set(SynthConfig(), 10, 10, closed_rate=0.1, open_rate=0.2)
+        >>> np.bincount(t["noise"]).tolist(), int((t["label"] != t["clean_label"]).sum())
+        ([70, 10, 20], 10)
+    """
+    t = training_set(cfg, n_identities, n_per_identity)
+    noise = inject_label_noise(t["label"], closed_rate=closed_rate, open_rate=open_rate,
+                               n_classes=n_identities, seed=seed)
+    items = _items(noise["identity"], t["items"]["index"])
+    return {"config": cfg, "items": items, "label": noise["label"],
+            "clean_label": t["label"], "noise": noise["noise"]}
 
 
 PROTOCOLS = {"lfw": lfw_pairs, "cfp_fp": cfp_fp_pairs, "agedb": agedb_pairs}

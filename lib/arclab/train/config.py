@@ -11,7 +11,7 @@ from pathlib import Path
 
 from arclab.margins import PRESETS
 
-__all__ = ["AMP_MODES", "LOSSES", "TrainConfig", "learning_rate", "load_config"]
+__all__ = ["AMP_MODES", "LOSSES", "TrainConfig", "learning_rate", "load_config", "weights_key"]
 
 LOSSES = (*PRESETS, "triplet")
 """Every value of ``TrainConfig.margin``: the margin presets and the batch-hard triplet loss."""
@@ -38,6 +38,7 @@ class TrainConfig:
     s: float = 64.0
     gradient: str = "exact"          # exact | straight_through (the margin's backward)
     overflow: str = "monotonic"      # monotonic | raw | easy (target logit past pi)
+    subcenters: int = 1              # K sub-centers per class (sub-center ArcFace); 1: plain
     triplet_margin: float = 0.2      # for margin "triplet": hinge margin on chord distance
     images_per_identity: int = 4     # for margin "triplet": K of the P x K batches
     lr: float = 0.1
@@ -68,7 +69,7 @@ class TrainConfig:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
         for key in ("embedding_size", "input_size", "batch_size", "epochs",
-                    "checkpoint_every", "images_per_identity"):
+                    "checkpoint_every", "images_per_identity", "subcenters"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -89,12 +90,35 @@ class TrainConfig:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of "
                              f"images_per_identity ({self.images_per_identity}) with at least "
                              "two identities per batch for margin 'triplet'")
+        if self.subcenters > 1 and self.margin in ("softmax", "triplet"):
+            raise ValueError(f"subcenters > 1 needs a cosine head; margin {self.margin!r} has "
+                             "none")
         if any(not 0 < f < 1 for f in self.milestones):
             raise ValueError(f"milestones must be fractions in (0, 1), got {self.milestones!r}")
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (milestones as a list), as stored in checkpoints."""
         return asdict(self) | {"milestones": list(self.milestones)}
+
+
+_NEUTRAL = {"subcenters": 1}
+"""Keys added after runs were cached, with the value that trains what a config without the
+key trained: left out of :func:`weights_key` at that value, so old caches stay valid."""
+
+
+def weights_key(config: dict) -> dict:
+    """The part of a config dict (:meth:`TrainConfig.to_dict`, or one stored in a checkpoint)
+    that decides the weights: without ``validate_every`` (validation reads the model, never
+    changes it) and without later-added keys at their neutral value.
+
+    Example:
+        >>> weights_key(TrainConfig().to_dict()) == weights_key(
+        ...     {k: v for k, v in TrainConfig(validate_every=5).to_dict().items()
+        ...      if k != "subcenters"})
+        True
+    """
+    return {k: v for k, v in config.items()
+            if k != "validate_every" and not (k in _NEUTRAL and v == _NEUTRAL[k])}
 
 
 def load_config(source: dict | str | Path) -> TrainConfig:

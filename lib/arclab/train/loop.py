@@ -29,7 +29,7 @@ from arclab.atomic import atomic_path
 from arclab.heads import make_head
 from arclab.margins import MarginLoss
 from arclab.models import get_model
-from arclab.train.config import TrainConfig, learning_rate
+from arclab.train.config import TrainConfig, learning_rate, weights_key
 from arclab.triplet import TripletLoss
 
 __all__ = ["amp_dtype", "step_batch", "train"]
@@ -72,9 +72,7 @@ class _Net(nn.Module):
 def same_run(stored: dict | None, cfg: TrainConfig) -> bool:
     """Whether a checkpoint's config trains the same weights as ``cfg``: equal in every key
     but ``validate_every`` (validation reads the model, it never changes it)."""
-    mine = cfg.to_dict()
-    return stored is not None and {k: v for k, v in stored.items() if k != "validate_every"} \
-        == {k: v for k, v in mine.items() if k != "validate_every"}
+    return stored is not None and weights_key(stored) == weights_key(cfg.to_dict())
 
 
 def _world() -> tuple[int, int]:
@@ -182,7 +180,8 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
         head: nn.Module = nn.Identity()
         loss_fn: nn.Module = TripletLoss(cfg.triplet_margin)
     else:
-        head = make_head(cfg.margin, cfg.embedding_size, n_classes).to(dev)
+        head = make_head(cfg.margin, cfg.embedding_size, n_classes,
+                         subcenters=cfg.subcenters).to(dev)
         loss_fn = MarginLoss(cfg.margin, s=cfg.s, gradient=cfg.gradient,
                              overflow=cfg.overflow)
     net: nn.Module = _Net(model, head, dtype)

@@ -11,6 +11,8 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
       n_identities: 200     # synthfaces: identities × images each, rendered aligned
       n_per_identity: 20
       synth: {nuisance: 0.5}  # SynthConfig keys
+      label_noise: {closed_rate: 0.1, open_rate: 0.2, seed: 0}   # optional, exact
+      keep: [0, 1, 5, ...]  # optional: train on these items only (e.g. after drop_noisy)
       # imagefolder: {root: DIR}; recordio: {rec: FILE, idx: FILE}
     validation:             # name: a SynthFaces protocol (lfw, cfp_fp, agedb) with its
       lfw: {n_identities: 100, pairs_per_fold: 60}   # arguments, or {bin: FILE.bin}
@@ -30,13 +32,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from arclab.train.config import TrainConfig, load_config
+from arclab.train.config import TrainConfig, load_config, weights_key
 
 __all__ = ["build_dataset", "build_validator", "load_spec", "run_dir", "run_spec",
-           "tutorial_spec"]
+           "synth_training_set", "tutorial_spec"]
 
 _SECTIONS = ("train", "data", "validation")
-_SOURCES = {"synthfaces": {"n_identities", "n_per_identity", "synth"},
+_SOURCES = {"synthfaces": {"n_identities", "n_per_identity", "synth", "label_noise", "keep"},
             "imagefolder": {"root"}, "recordio": {"rec", "idx"}}
 
 
@@ -77,6 +79,7 @@ def load_spec(source: dict | str | Path) -> dict:
             if key not in data:
                 raise ValueError(f"data.{key} is required for source 'synthfaces'")
         SynthConfig(**_synth_keys(data.get("synth")))
+        _check_noise_keep(data)
     validation = dict(raw.get("validation") or {})
     for name, entry in validation.items():
         if not isinstance(entry, dict):
@@ -97,6 +100,39 @@ def _synth_keys(synth: dict | None) -> dict:
     if unknown:
         raise ValueError(f"unknown data.synth keys {unknown}; valid: {sorted(known)}")
     return synth
+
+
+def _check_noise_keep(data: dict) -> None:
+    noise = data.get("label_noise")
+    if noise is not None:
+        if not isinstance(noise, dict) or set(noise) - {"closed_rate", "open_rate", "seed"}:
+            raise ValueError("data.label_noise must be a mapping with keys among closed_rate, "
+                             f"open_rate, seed; got {noise!r}")
+        for key in ("closed_rate", "open_rate"):
+            rate = noise.get(key, 0.0)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) \
+                    or not 0 <= rate <= 1:
+                raise ValueError(f"data.label_noise.{key} must be in [0, 1], got {rate!r}")
+    keep = data.get("keep")
+    if keep is not None:
+        n = data["n_identities"] * data["n_per_identity"]
+        if (not isinstance(keep, list) or not keep
+                or any(isinstance(i, bool) or not isinstance(i, int) for i in keep)
+                or min(keep) < 0 or max(keep) >= n or len(set(keep)) != len(keep)):
+            raise ValueError(f"data.keep must be a non-empty list of distinct item indices in "
+                             f"[0, {n}) (n_identities x n_per_identity)")
+
+
+def synth_training_set(data: dict) -> dict:
+    """The SynthFaces training set a spec's ``data`` names, before ``keep``: the dict of
+    :func:`arclab.data.protocols.noisy_training_set` (no noise when ``label_noise`` is absent).
+    """
+    from arclab.data.params import SynthConfig
+    from arclab.data.protocols import noisy_training_set
+
+    cfg = SynthConfig(**_synth_keys(data.get("synth")))
+    return noisy_training_set(cfg, data["n_identities"], data["n_per_identity"],
+                              **(data.get("label_noise") or {}))
 
 
 def _check_validation(name: str, entry: dict) -> None:
@@ -154,14 +190,17 @@ def build_dataset(data: dict, size: int, *, progress: bool = True) -> tuple[Data
     """The training set a spec's ``data`` names, at ``size``×``size``; returns
     (data set of ((3, size, size) float in [−1, 1], label), number of classes)."""
     if data["source"] == "synthfaces":
-        from arclab.data.cache import FaceDataset, cached_render
-        from arclab.data.params import SynthConfig
-        from arclab.data.protocols import training_set
+        import numpy as np
 
-        cfg = SynthConfig(**_synth_keys(data.get("synth")))
-        t = training_set(cfg, data["n_identities"], data["n_per_identity"])
-        images = cached_render(cfg, t["items"], size=size, progress=progress)["images"]
-        return FaceDataset(images, t["label"], flip=True), int(data["n_identities"])
+        from arclab.data.cache import FaceDataset, cached_render
+
+        t = synth_training_set(data)
+        images = cached_render(t["config"], t["items"], size=size, progress=progress)["images"]
+        labels = t["label"]
+        if data.get("keep") is not None:
+            keep = np.asarray(data["keep"], dtype=np.int64)
+            images, labels = images[keep], labels[keep]
+        return FaceDataset(images, labels, flip=True), int(data["n_identities"])
     if data["source"] == "imagefolder":
         from arclab.data.formats import ImageFolderFaces
 
@@ -223,7 +262,7 @@ def run_dir(spec: dict, root: str | Path | None = None) -> Path:
     from arclab.data.cache import RENDER_VERSION, cache_dir
 
     root = Path(root) if root is not None else cache_dir() / "runs"
-    train = {k: v for k, v in spec["train"].to_dict().items() if k != "validate_every"}
+    train = weights_key(spec["train"].to_dict())
     blob = json.dumps({"train": train, "data": spec["data"], "render": RENDER_VERSION},
                       sort_keys=True)
     return root / hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -255,12 +294,15 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   n_per_id: int = 12, epochs: int = 5, batch_size: int = 64, seed: int = 0,
                   data_seed: int | None = None, gradient: str = "exact",
                   overflow: str = "monotonic", validation: dict | None = None,
-                  validate_every: int = 0) -> dict:
+                  validate_every: int = 0, subcenters: int = 1,
+                  label_noise: dict | None = None, keep: list[int] | None = None) -> dict:
     """The notebooks' SynthFaces recipe as a checked spec: SGD lr 0.1, 20 warm-up steps,
     step decay at 50% and 75%, the given margin (or "triplet", P × 4 batches) and scale, a
     checkpoint every 200 steps. ``seed`` seeds the initialisation and the batch order,
     ``data_seed`` (default: ``seed``) the SynthFaces identities and validation pairs.
     Notebooks that pass the same arguments share one cached run (validation aside).
+    ``subcenters``, ``label_noise`` and ``keep`` go to the spec as they are (sub-center
+    ArcFace on noisy data, retraining on a kept subset).
 
     Example:
         >>> tutorial_spec(backbone="mbf", epochs=2)["train"].backbone
@@ -271,8 +313,10 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   "input_size": input_size, "margin": margin, "s": scale, "lr": 0.1,
                   "batch_size": batch_size, "epochs": epochs, "warmup_steps": 20,
                   "validate_every": validate_every, "checkpoint_every": 200, "seed": seed,
-                  "gradient": gradient, "overflow": overflow},
+                  "gradient": gradient, "overflow": overflow, "subcenters": subcenters},
         "data": {"source": "synthfaces", "n_identities": n_train_ids,
                  "n_per_identity": n_per_id,
-                 "synth": {"seed": seed if data_seed is None else data_seed}},
+                 "synth": {"seed": seed if data_seed is None else data_seed}}
+        | ({"label_noise": dict(label_noise)} if label_noise else {})
+        | ({"keep": [int(i) for i in keep]} if keep is not None else {}),
         "validation": validation or {}})
