@@ -1,0 +1,22 @@
+"""Sharded FC and Partial FC over torch.distributed (gloo on CPU, nccl on GPU).
+
+- :class:`ShardedMarginFC`: the margin loss over a class-sharded cosine classifier, exact
+  against the dense single-process loss; ``sample_rate < 1`` for Partial FC.
+- :class:`RowSGD`: SGD that leaves the rows Partial FC did not sample (and their momentum)
+  untouched.
+- :func:`class_range`, :func:`fc_memory`: which classes a rank holds; bytes per rank.
+- :func:`launch`: run a function on several local ranks (for notebooks and tests).
+- :mod:`arclab.parallel.collectives`: the differentiable all-gather and all-reduce.
+
+Taught in: notebooks/07_sharded_fc.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+from arclab.parallel.collectives import all_reduce_max, all_reduce_sum, gather_rows, world
+from arclab.parallel.launch import launch
+from arclab.parallel.optim import RowSGD
+from arclab.parallel.sharded import ShardedMarginFC, class_range, fc_memory, init_weight
+
+__all__ = ["RowSGD", "ShardedMarginFC", "all_reduce_max", "all_reduce_sum", "class_range",
+           "fc_memory", "gather_rows", "init_weight", "launch", "world"]

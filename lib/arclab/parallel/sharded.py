@@ -1,0 +1,336 @@
+"""Sharded margin classifier (model-parallel FC) and Partial FC, exact against the dense loss.
+
+With C classes the classifier weight W (C·K, D) outgrows one device long before the backbone
+does (512 × 1M × 4 B = 2 GB in fp32). Each of the W ranks keeps a contiguous block of classes
+J_r = [start_r, stop_r) (:func:`class_range`), all K sub-centers of a class on the same rank.
+
+Forward, with N = Σ_r n_r the global batch:
+
+1. all-gather the normalised embeddings x (n_r, D) -> (N, D) and the labels (n_r,) -> (N,);
+   batch sizes may differ between ranks (sizes are gathered first, rows padded and trimmed);
+2. local cosines (N, C_r·K) -> max over the K sub-centers -> (N, C_r); the margin is applied
+   by :func:`arclab.margins.margin_logits` on the rank that owns the label (local label
+   y − start_r there, −1 elsewhere), giving local logits z (N, C_r);
+3. the cross-entropy over all C classes comes from three (N,) vectors:
+
+   - M_i = max_r max_{j∈J_r} z_ij            (all-reduce MAX; no gradient needed),
+   - S_i = Σ_r Σ_{j∈J_r} exp(z_ij − M_i)     (all-reduce SUM),
+   - T_i = z_{i,y_i}, added by its owner, 0 from the others (all-reduce SUM),
+
+   and CE_i = log S_i + M_i − T_i. This is exact for any shift M_i, because
+   log Σ_j exp z_ij = M_i + log Σ_j exp(z_ij − M_i); the global max keeps every exponent ≤ 0
+   (no overflow) and one term equal to 1 (no underflow to log 0). The loss is the mean of CE_i
+   over the global batch, the same number on every rank.
+
+Backward: ∂CE_i/∂z_ij = exp(z_ij − M_i)/S_i − [j = y_i] needs only the all-reduced S_i, so the
+softmax needs no further communication; the embeddings' gradient is summed over the ranks'
+shards (:func:`arclab.parallel.collectives.gather_rows`). Each rank's W gets ∂L/∂W_r, the dense
+gradient's rows; each rank's embeddings get ∂L/∂x_r of the global mean loss L.
+
+Partial FC (``sample_rate`` r < 1, training mode): each rank keeps every class of J_r that is
+a label in the global batch (the positives) plus random other classes of J_r, about
+max(positives, round(r·C_r)) in all, drawn from a ``torch.Generator`` seeded by
+(seed, step, rank); the logits above are over the kept classes only. The kept rows are read
+with ``F.embedding(..., sparse=True)``, so W's gradient is a *row-sparse* tensor naming the
+kept rows: an optimizer that updates only the rows named (:class:`arclab.parallel.RowSGD`)
+leaves the other rows *and* their momentum untouched, as if they were not parameters this
+step. (Plain ``torch.optim.SGD`` would decay their momentum and apply weight decay to them.)
+
+Taught in: notebooks/07_sharded_fc.ipynb (planned)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from arclab.margins import PRESETS, Margin, MarginLoss, margin_logits, target_logit
+from arclab.parallel.collectives import (
+    all_gather_sizes,
+    all_reduce_max,
+    all_reduce_sum,
+    gather_rows,
+    world,
+)
+
+__all__ = ["ShardedMarginFC", "class_range", "fc_memory", "init_weight"]
+
+INIT_BLOCK = 1024
+"""Classes per random-number block of :func:`init_weight` (the weight is the same for every
+world size because each block has its own generator)."""
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_sample_rate(sample_rate: object) -> float:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) \
+            or not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate must be a number in (0, 1], got {sample_rate!r}")
+    return float(sample_rate)
+
+
+def class_range(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
+    """The contiguous block of classes [start, stop) that ``rank`` holds.
+
+    Every rank gets C // W classes and the first C % W ranks one more.
+
+    Raises:
+        ValueError: num_classes < world_size (a rank would hold no class), rank outside
+            [0, world_size), non-positive sizes.
+
+    Example:
+        >>> [class_range(7, 3, r) for r in range(3)]
+        [(0, 3), (3, 5), (5, 7)]
+    """
+    _positive_int("num_classes", num_classes)
+    _positive_int("world_size", world_size)
+    if num_classes < world_size:
+        raise ValueError(f"num_classes must be >= the world size ({world_size}), "
+                         f"got {num_classes}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank!r}")
+    base, extra = divmod(num_classes, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def _seed_of(*parts: int) -> int:
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def init_weight(start: int, stop: int, embedding_size: int, *, subcenters: int = 1,
+                seed: int = 0, std: float = 0.01) -> Tensor:
+    """N(0, std²) weight rows of classes [start, stop), identical whatever the sharding.
+
+    Shapes: -> ((stop − start)·K, D) float32, row ``(c − start)·K + k`` = sub-center k of
+    class c. Class c's rows come from a generator seeded by (seed, c // INIT_BLOCK), so the
+    concatenated shards of any world size equal the world-size-1 weight.
+
+    Example:
+        >>> w = init_weight(0, 5, 4, subcenters=2)
+        >>> tuple(w.shape), torch.equal(w[6:], init_weight(3, 5, 4, subcenters=2))
+        ((10, 4), True)
+    """
+    k = subcenters
+    out = torch.empty((stop - start) * k, embedding_size)
+    for block in range(start // INIT_BLOCK, -(-stop // INIT_BLOCK)):
+        gen = torch.Generator().manual_seed(_seed_of(seed, block))
+        values = torch.randn(INIT_BLOCK * k, embedding_size, generator=gen) * std
+        lo, hi = max(start, block * INIT_BLOCK), min(stop, (block + 1) * INIT_BLOCK)
+        first = block * INIT_BLOCK
+        out[(lo - start) * k: (hi - start) * k] = values[(lo - first) * k: (hi - first) * k]
+    return out
+
+
+class ShardedMarginFC(nn.Module):
+    """Margin loss over a class-sharded cosine classifier, with optional Partial FC.
+
+    ``forward(embeddings, labels)`` takes this rank's (n_r, D) embeddings and (n_r,) int64
+    labels in [0, C) (n_r may differ between ranks) and returns the scalar loss: the mean
+    cross-entropy of the margin logits over the *global* batch, the same on every rank.
+    Gradients equal those of the dense ``MarginLoss(...)(head(x), y)`` with a
+    :class:`~arclab.heads.NormLinear` / :class:`~arclab.heads.SubCenterNormLinear` whose
+    weight is the ranks' weights concatenated (see the module docstring for the maths).
+
+    Args:
+        embedding_size: D. num_classes: C (all ranks together, ≥ world size).
+        margin: a name of :data:`arclab.margins.PRESETS` (not ``"softmax"``) or a
+            :class:`~arclab.margins.Margin`. s, gradient, overflow: as in
+            :func:`arclab.margins.margin_logits`.
+        sample_rate: Partial FC rate r in (0, 1]; r < 1 samples classes in training mode only
+            and makes W's gradient row-sparse (use :class:`arclab.parallel.RowSGD`).
+        subcenters: K sub-centers per class (weight rows ``c·K + k``).
+        process_group: the group the classes are sharded over; ``None``: the default group, or
+            a plain single-process layer when torch.distributed is not initialised.
+        seed: seeds the weight (:func:`init_weight`) and the class samples.
+
+    Attributes:
+        weight: (C_r·K, D) this rank's rows, classes ``start`` .. ``stop`` − 1.
+        step: training forwards so far (the sampler's counter; saved in the state dict).
+        kept_classes: after a sampled forward, the (n_kept,) global class indices it used;
+            ``None`` after a forward over all of this rank's classes.
+
+    Raises:
+        ValueError: num_classes < world size, a bad margin/option/sample_rate/subcenters; in
+            forward, wrong shapes or dtypes, NaN/inf embeddings, labels outside [0, C) on any
+            rank (every rank raises, so none waits in a collective).
+
+    Example:
+        >>> fc = ShardedMarginFC(4, 10, margin="cosface", s=16.0)
+        >>> loss = fc(torch.randn(3, 4), torch.tensor([0, 5, 9]))
+        >>> loss.backward(); tuple(fc.weight.grad.shape), loss.ndim
+        ((10, 4), 0)
+
+    Taught in: notebooks/07_sharded_fc.ipynb (planned)
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int, *, margin: str | Margin = "arcface",
+                 s: float = 64.0, gradient: str = "exact", overflow: str = "monotonic",
+                 sample_rate: float = 1.0, subcenters: int = 1,
+                 process_group: dist.ProcessGroup | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.embedding_size = _positive_int("embedding_size", embedding_size)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.subcenters = _positive_int("subcenters", subcenters)
+        self.sample_rate = _check_sample_rate(sample_rate)
+        if isinstance(margin, str):
+            if margin not in PRESETS:
+                raise ValueError(f"margin must be one of {sorted(PRESETS)} or a Margin, "
+                                 f"got {margin!r}")
+            margin = PRESETS[margin]
+        if not isinstance(margin, Margin) or not margin.normalised:
+            raise ValueError(f"margin must be a cosine margin (a preset other than 'softmax' "
+                             f"or a Margin with normalised=True), got {margin!r}")
+        MarginLoss(m1=margin.m1, m2=margin.m2, m3=margin.m3, s=s)  # checks m1, m2, m3, s
+        if gradient not in ("exact", "straight_through"):
+            raise ValueError(f"gradient must be 'exact' or 'straight_through', got {gradient!r}")
+        target_logit(torch.zeros(0), overflow=overflow)  # checks overflow
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.margin, self.s, self.gradient, self.overflow = margin, float(s), gradient, overflow
+        self.process_group, self.seed = process_group, seed
+        self.rank, self.world_size = world(process_group)
+        self.start, self.stop = class_range(num_classes, self.world_size, self.rank)
+        self.weight = nn.Parameter(init_weight(self.start, self.stop, embedding_size,
+                                               subcenters=subcenters, seed=seed))
+        self.step = 0
+        self.kept_classes: Tensor | None = None
+
+    def get_extra_state(self) -> dict:
+        return {"step": self.step}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+    def _input_error(self, embeddings: Tensor, labels: Tensor) -> str | None:
+        d, c = self.embedding_size, self.num_classes
+        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 \
+                or embeddings.shape[1] != d or not embeddings.is_floating_point():
+            return (f"embeddings must be a floating-point (n, {d}) tensor, got "
+                    f"{getattr(embeddings, 'dtype', type(embeddings).__name__)} of shape "
+                    f"{tuple(getattr(embeddings, 'shape', ()))}")
+        if embeddings.device != self.weight.device:
+            return (f"embeddings must be on the weight's device ({self.weight.device}), got "
+                    f"{embeddings.device}")
+        n = embeddings.shape[0]
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != (n,):
+            return (f"labels must be an int64 tensor of shape ({n},), got "
+                    f"{getattr(labels, 'dtype', type(labels).__name__)} of shape "
+                    f"{tuple(getattr(labels, 'shape', ()))}")
+        if n and not bool(torch.isfinite(embeddings).all()):
+            return "embeddings must be finite, got NaN or inf"
+        if n:
+            lo, hi = torch.aminmax(labels)
+            if lo < 0 or hi >= c:
+                return f"labels must be in [0, {c}), got values in [{int(lo)}, {int(hi)}]"
+        return None
+
+    def _sample(self, labels: Tensor) -> Tensor:
+        """(n_kept,) sorted local class indices: this rank's positives + random others."""
+        n_local = self.stop - self.start
+        owned = (labels >= self.start) & (labels < self.stop)
+        positives = torch.unique(labels[owned] - self.start).cpu()
+        n_keep = min(n_local, max(positives.numel(), round(self.sample_rate * n_local), 1))
+        gen = torch.Generator().manual_seed(_seed_of(self.seed, self.step, self.rank))
+        score = torch.rand(n_local, generator=gen)
+        score[positives] = 2.0  # above every random score: positives are always kept
+        return score.topk(n_keep).indices.sort().values.to(labels.device)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        group, k = self.process_group, self.subcenters
+        error = self._input_error(embeddings, labels)
+        device = self.weight.device
+        n = embeddings.shape[0] if error is None else 0
+        shared = all_gather_sizes([n, int(error is not None)], device, group)
+        if error is not None:
+            raise ValueError(error)
+        bad = [r for r, (_, flag) in enumerate(shared) if flag]
+        if bad:
+            raise ValueError(f"embeddings or labels of rank(s) {bad} are invalid "
+                             "(their ValueError says why)")
+        sizes = [size for size, _ in shared]
+        x = F.normalize(embeddings.to(self.weight.dtype), dim=1)
+        x = gather_rows(x, sizes, group)  # (N, D)
+        y = gather_rows(labels.to(device), sizes, group)  # (N,)
+        if x.shape[0] == 0:
+            return self.weight.sum() * 0.0
+        owned = (y >= self.start) & (y < self.stop)
+        local = torch.where(owned, y - self.start, -1)
+        self.kept_classes = None
+        weight = self.weight
+        if self.training and self.sample_rate < 1:
+            kept = self._sample(y)
+            self.step += 1
+            self.kept_classes = kept + self.start
+            rows = (kept[:, None] * k + torch.arange(k, device=device)).reshape(-1)
+            weight = F.embedding(rows, self.weight, sparse=True)  # row-sparse gradient
+            local = torch.where(owned, torch.searchsorted(kept, local.clamp(min=0)), -1)
+        elif self.training:
+            self.step += 1
+        cosine = x @ F.normalize(weight, dim=1).T  # (N, n_kept·K)
+        if k > 1:
+            cosine = cosine.view(x.shape[0], -1, k).amax(dim=2)
+        m = self.margin
+        logits = margin_logits(cosine, local, s=self.s, m1=m.m1, m2=m.m2, m3=m.m3,
+                               gradient=self.gradient, overflow=self.overflow)
+        shift = all_reduce_max(logits.detach().amax(dim=1), group)  # M (N,)
+        sum_exp = torch.exp(logits - shift[:, None]).sum(dim=1)
+        target = logits.gather(1, local.clamp(min=0)[:, None]).squeeze(1)
+        target = torch.where(owned, target, torch.zeros_like(target))
+        total = all_reduce_sum(torch.stack([sum_exp, target]), group)  # S and T, (2, N)
+        return (total[0].log() + shift - total[1]).mean()
+
+    def extra_repr(self) -> str:
+        return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
+                f"classes=[{self.start}, {self.stop}), rank={self.rank}/{self.world_size}, "
+                f"subcenters={self.subcenters}, sample_rate={self.sample_rate}, "
+                f"{self.margin.label or self.margin}, s={self.s}")
+
+
+def fc_memory(num_classes: int, embedding_size: int, world_size: int = 1, *,
+              batch_size: int = 128, sample_rate: float = 1.0,
+              dtype: torch.dtype = torch.float32, subcenters: int = 1) -> dict[str, int]:
+    """Bytes per rank of the classifier's main tensors, for the largest shard (rank 0).
+
+    Model: C_r = ⌈C / W⌉ classes, kept = max(1, round(r·C_r)) with r = ``sample_rate``
+    (at least that many: the batch's positives are always kept), global batch
+    N = ``batch_size`` × W (``batch_size`` is per rank).
+
+    - ``weight`` = ``momentum`` = C_r·K·D·b (the optimizer keeps one buffer per weight);
+    - ``weight_grad`` = C_r·K·D·b for r = 1, else kept·K·(D·b + 8) (row-sparse: values and
+      int64 row indices);
+    - ``logits`` = ``logits_grad`` = N·kept·b; ``total`` their sum. b = bytes per element.
+
+    Example (the slides: W of 1M classes at D = 512 in fp32 is 2 GB, 256 MB per GPU on 8):
+        >>> fc_memory(1_000_000, 512)["weight"], fc_memory(1_000_000, 512, 8)["weight"]
+        (2048000000, 256000000)
+
+    Taught in: notebooks/07_sharded_fc.ipynb (planned)
+    """
+    _positive_int("embedding_size", embedding_size)
+    _positive_int("batch_size", batch_size)
+    k = _positive_int("subcenters", subcenters)
+    rate = _check_sample_rate(sample_rate)
+    start, stop = class_range(num_classes, world_size, 0)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    b = torch.empty((), dtype=dtype).element_size()
+    n_local = stop - start
+    kept = n_local if rate == 1 else min(n_local, max(1, round(rate * n_local)))
+    weight = n_local * k * embedding_size * b
+    grad = weight if rate == 1 else kept * k * (embedding_size * b + 8)
+    logits = batch_size * world_size * kept * b
+    out = {"weight": weight, "weight_grad": grad, "momentum": weight, "logits": logits,
+           "logits_grad": logits}
+    out["total"] = sum(out.values())
+    return out
+
