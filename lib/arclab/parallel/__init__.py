@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from arclab.parallel.collectives import all_reduce_max, all_reduce_sum, gather_rows, world
 from arclab.parallel.launch import launch
+from arclab.parallel.layout import class_range, fc_memory, init_weight
 from arclab.parallel.optim import RowSGD
-from arclab.parallel.sharded import ShardedMarginFC, class_range, fc_memory, init_weight
+from arclab.parallel.sharded import ShardedMarginFC
 
 __all__ = ["RowSGD", "ShardedMarginFC", "all_reduce_max", "all_reduce_sum", "class_range",
            "fc_memory", "gather_rows", "init_weight", "launch", "world"]

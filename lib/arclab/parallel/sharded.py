@@ -8,9 +8,10 @@ Forward, with N = Σ_r n_r the global batch:
 
 1. all-gather the normalised embeddings x (n_r, D) -> (N, D) and the labels (n_r,) -> (N,);
    batch sizes may differ between ranks (sizes are gathered first, rows padded and trimmed);
-2. local cosines (N, C_r·K) -> max over the K sub-centers -> (N, C_r); the margin is applied
-   by :func:`arclab.margins.margin_logits` on the rank that owns the label (local label
-   y − start_r there, −1 elsewhere), giving local logits z (N, C_r);
+2. local cosines x·W_j/‖W_j‖ (N, C_r·K) -> max over the K sub-centers -> (N, C_r), as in
+   :class:`arclab.heads.SubCenterNormLinear` but without a normalised copy of W; the margin
+   is applied by :func:`arclab.margins.margin_logits` on the rank that owns the label (local
+   label y − start_r there, −1 elsewhere), giving local logits z (N, C_r);
 3. the cross-entropy over all C classes comes from three (N,) vectors:
 
    - M_i = max_r max_{j∈J_r} z_ij            (all-reduce MAX; no gradient needed),
@@ -41,8 +42,6 @@ Taught in: notebooks/07_sharded_fc.ipynb (planned)
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -56,79 +55,44 @@ from arclab.parallel.collectives import (
     gather_rows,
     world,
 )
+from arclab.parallel.layout import (
+    _check_sample_rate,
+    _positive_int,
+    _seed_of,
+    class_range,
+    init_weight,
+)
 
-__all__ = ["ShardedMarginFC", "class_range", "fc_memory", "init_weight"]
-
-INIT_BLOCK = 1024
-"""Classes per random-number block of :func:`init_weight` (the weight is the same for every
-world size because each block has its own generator)."""
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+__all__ = ["ShardedMarginFC"]
 
 
-def _check_sample_rate(sample_rate: object) -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) \
-            or not 0 < sample_rate <= 1:
-        raise ValueError(f"sample_rate must be a number in (0, 1], got {sample_rate!r}")
-    return float(sample_rate)
+class _RowCosine(torch.autograd.Function):
+    """cos_ij = x_i·W_j / ‖W_j‖ for unit rows x_i, without a normalised copy of W.
 
-
-def class_range(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
-    """The contiguous block of classes [start, stop) that ``rank`` holds.
-
-    Every rank gets C // W classes and the first C % W ranks one more.
-
-    Raises:
-        ValueError: num_classes < world_size (a rank would hold no class), rank outside
-            [0, world_size), non-positive sizes.
-
-    Example:
-        >>> [class_range(7, 3, r) for r in range(3)]
-        [(0, 3), (3, 5), (5, 7)]
+    F.normalize(W) would write a (C·K, D) copy and its backward several more full passes;
+    here the backward is one matrix product plus one fused pass over W:
+    ∂/∂W_j = Σ_i g_ij x_i / ‖W_j‖ − (Σ_i g_ij cos_ij / ‖W_j‖) · W_j / ‖W_j‖.
     """
-    _positive_int("num_classes", num_classes)
-    _positive_int("world_size", world_size)
-    if num_classes < world_size:
-        raise ValueError(f"num_classes must be >= the world size ({world_size}), "
-                         f"got {num_classes}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank!r}")
-    base, extra = divmod(num_classes, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
 
+    @staticmethod
+    def forward(ctx, x, weight):  # noqa: ANN001, ANN205
+        norm = weight.norm(dim=1)
+        inv = 1.0 / norm.clamp_min(1e-12)  # F.normalize's eps
+        cosine = (x @ weight.T).mul_(inv)
+        ctx.save_for_backward(x, weight, inv, cosine, norm > 1e-12)
+        return cosine
 
-def _seed_of(*parts: int) -> int:
-    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def init_weight(start: int, stop: int, embedding_size: int, *, subcenters: int = 1,
-                seed: int = 0, std: float = 0.01) -> Tensor:
-    """N(0, std²) weight rows of classes [start, stop), identical whatever the sharding.
-
-    Shapes: -> ((stop − start)·K, D) float32, row ``(c − start)·K + k`` = sub-center k of
-    class c. Class c's rows come from a generator seeded by (seed, c // INIT_BLOCK), so the
-    concatenated shards of any world size equal the world-size-1 weight.
-
-    Example:
-        >>> w = init_weight(0, 5, 4, subcenters=2)
-        >>> tuple(w.shape), torch.equal(w[6:], init_weight(3, 5, 4, subcenters=2))
-        ((10, 4), True)
-    """
-    k = subcenters
-    out = torch.empty((stop - start) * k, embedding_size)
-    for block in range(start // INIT_BLOCK, -(-stop // INIT_BLOCK)):
-        gen = torch.Generator().manual_seed(_seed_of(seed, block))
-        values = torch.randn(INIT_BLOCK * k, embedding_size, generator=gen) * std
-        lo, hi = max(start, block * INIT_BLOCK), min(stop, (block + 1) * INIT_BLOCK)
-        first = block * INIT_BLOCK
-        out[(lo - start) * k: (hi - start) * k] = values[(lo - first) * k: (hi - first) * k]
-    return out
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, weight, inv, cosine, unclamped = ctx.saved_tensors
+        scaled = grad * inv  # (N, C·K)
+        grad_x = scaled @ weight if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            coef = (scaled * cosine).sum(dim=0).mul_(inv).mul_(unclamped)  # (C·K,)
+            grad_w = (scaled.T @ x).addcmul_(weight, coef[:, None], value=-1.0)
+        return grad_x, grad_w
 
 
 class ShardedMarginFC(nn.Module):
@@ -140,6 +104,14 @@ class ShardedMarginFC(nn.Module):
     Gradients equal those of the dense ``MarginLoss(...)(head(x), y)`` with a
     :class:`~arclab.heads.NormLinear` / :class:`~arclab.heads.SubCenterNormLinear` whose
     weight is the ranks' weights concatenated (see the module docstring for the maths).
+    Every rank of the group must call forward and then backward on the loss together (both
+    contain collectives). Embeddings are cast to the weight's dtype; labels are moved to its
+    device.
+
+    Under DDP, which *averages* the backbone's gradients over the W ranks, the backbone gets
+    (1/W)·∂L/∂θ of this global-mean loss. To recover the dense gradient multiply the
+    embeddings' gradient by W (``emb.register_hook(lambda g: g * W)``, what arcface_torch does
+    inside its all-gather), not the loss: that would scale this layer's gradient too.
 
     Args:
         embedding_size: D. num_classes: C (all ranks together, ≥ world size).
@@ -276,7 +248,7 @@ class ShardedMarginFC(nn.Module):
             local = torch.where(owned, torch.searchsorted(kept, local.clamp(min=0)), -1)
         elif self.training:
             self.step += 1
-        cosine = x @ F.normalize(weight, dim=1).T  # (N, n_kept·K)
+        cosine = _RowCosine.apply(x, weight)  # (N, n_kept·K)
         if k > 1:
             cosine = cosine.view(x.shape[0], -1, k).amax(dim=2)
         m = self.margin
@@ -294,43 +266,3 @@ class ShardedMarginFC(nn.Module):
                 f"classes=[{self.start}, {self.stop}), rank={self.rank}/{self.world_size}, "
                 f"subcenters={self.subcenters}, sample_rate={self.sample_rate}, "
                 f"{self.margin.label or self.margin}, s={self.s}")
-
-
-def fc_memory(num_classes: int, embedding_size: int, world_size: int = 1, *,
-              batch_size: int = 128, sample_rate: float = 1.0,
-              dtype: torch.dtype = torch.float32, subcenters: int = 1) -> dict[str, int]:
-    """Bytes per rank of the classifier's main tensors, for the largest shard (rank 0).
-
-    Model: C_r = ⌈C / W⌉ classes, kept = max(1, round(r·C_r)) with r = ``sample_rate``
-    (at least that many: the batch's positives are always kept), global batch
-    N = ``batch_size`` × W (``batch_size`` is per rank).
-
-    - ``weight`` = ``momentum`` = C_r·K·D·b (the optimizer keeps one buffer per weight);
-    - ``weight_grad`` = C_r·K·D·b for r = 1, else kept·K·(D·b + 8) (row-sparse: values and
-      int64 row indices);
-    - ``logits`` = ``logits_grad`` = N·kept·b; ``total`` their sum. b = bytes per element.
-
-    Example (the slides: W of 1M classes at D = 512 in fp32 is 2 GB, 256 MB per GPU on 8):
-        >>> fc_memory(1_000_000, 512)["weight"], fc_memory(1_000_000, 512, 8)["weight"]
-        (2048000000, 256000000)
-
-    Taught in: notebooks/07_sharded_fc.ipynb (planned)
-    """
-    _positive_int("embedding_size", embedding_size)
-    _positive_int("batch_size", batch_size)
-    k = _positive_int("subcenters", subcenters)
-    rate = _check_sample_rate(sample_rate)
-    start, stop = class_range(num_classes, world_size, 0)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    b = torch.empty((), dtype=dtype).element_size()
-    n_local = stop - start
-    kept = n_local if rate == 1 else min(n_local, max(1, round(rate * n_local)))
-    weight = n_local * k * embedding_size * b
-    grad = weight if rate == 1 else kept * k * (embedding_size * b + 8)
-    logits = batch_size * world_size * kept * b
-    out = {"weight": weight, "weight_grad": grad, "momentum": weight, "logits": logits,
-           "logits_grad": logits}
-    out["total"] = sum(out.values())
-    return out
-
