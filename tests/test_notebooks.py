@@ -214,3 +214,39 @@ def test_05_ablation_tables_follow_from_the_runs_and_a_run_reproduces(smoke_run,
     data, n = build_dataset(spec["data"], p["input_size"], progress=False)
     rerun = train(spec["train"], data, n, tmp_path, progress=False, device="cpu")
     assert rerun["target_angles"] == res["runs"][name][str(seed)]["target_angles"]
+
+
+def test_06_subcenter_table_rows_noise_and_drop_statistics(smoke_run):
+    from arclab.data.params import SynthConfig
+    from arclab.data.protocols import noisy_training_set
+    from arclab.subcenter import TABLE_ROWS
+
+    res = results(smoke_run, "06_subcenter_arcface")
+    p = smoke_params("06_subcenter_arcface", {"closed_rate": 0.1, "open_rate": 0.2,
+                                               "data_seed": 0, "ks": [1, 3, 10]})
+    rows = ["clean, K=1", *[f"noisy, K={k}" for k in p["ks"]], "noisy, K=3, drop, K=1"]
+    assert list(res["table"]) == rows and set(rows) <= set(TABLE_ROWS)
+    for row in rows:
+        assert set(res["table"][row]) == {str(s) for s in p["seeds"]}
+        for fpr in ("0.0001", "0.001"):
+            values = [res["table"][row][str(s)]["tpr"][fpr] for s in p["seeds"]]
+            assert all(0 <= v <= 1 for v in values)
+            key = "tpr@1e-4" if fpr == "0.0001" else "tpr@1e-3"
+            assert res["summary"][row][key] == pytest.approx([np.mean(values),
+                                                              np.std(values)])
+            lo, hi = res["table"][row][str(p["seeds"][0])]["tpr_ci"][fpr]
+            assert lo <= res["table"][row][str(p["seeds"][0])]["tpr"][fpr] <= hi
+    t = noisy_training_set(SynthConfig(seed=p["data_seed"]), p["n_train_ids"], p["n_per_id"],
+                           closed_rate=p["closed_rate"], open_rate=p["open_rate"],
+                           seed=p["data_seed"])
+    assert res["noise_counts"] == np.bincount(t["noise"], minlength=3).tolist()
+    n_noisy = int((t["noise"] > 0).sum())
+    for q in res["drop_quality"].values():
+        dropped = len(t["noise"]) - q["kept"]
+        # precision x dropped and recall x noisy both count the noisy samples dropped
+        assert q["precision"] * dropped == pytest.approx(q["recall (all noise)"] * n_noisy,
+                                                         abs=1e-6)
+        assert 0 <= q["clean kept"] <= 1
+    sweep = res["sweep"]
+    assert [r["kept_fraction"] for r in sweep] == sorted(r["kept_fraction"] for r in sweep)
+    assert res["paper"]["noisy, K=3, drop, K=1"] == 95.92

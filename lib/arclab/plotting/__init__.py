@@ -17,6 +17,7 @@ from arclab.plotting.margin_curves import (
     target_logit_curves,
 )
 from arclab.plotting.style import class_colours, use_style
+from arclab.plotting.subcenter import drop_tradeoff, subcenter_angle_histograms
 from arclab.plotting.training import (
     angle_histogram_grid,
     embedding_projection,
@@ -26,7 +27,7 @@ from arclab.plotting.training import (
 )
 
 __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
-           "difficulty_curves",
+           "difficulty_curves", "drop_tradeoff", "subcenter_angle_histograms",
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
            "overflow_policies", "target_logit_curves", "use_style", "embedding_projection",
            "pair_angle_histograms", "roc_log_fpr", "tpr_against_negatives", "training_curves",

@@ -295,14 +295,16 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   data_seed: int | None = None, gradient: str = "exact",
                   overflow: str = "monotonic", validation: dict | None = None,
                   validate_every: int = 0, subcenters: int = 1,
-                  label_noise: dict | None = None, keep: list[int] | None = None) -> dict:
+                  label_noise: dict | None = None, keep: list[int] | None = None,
+                  synth: dict | None = None) -> dict:
     """The notebooks' SynthFaces recipe as a checked spec: SGD lr 0.1, 20 warm-up steps,
     step decay at 50% and 75%, the given margin (or "triplet", P × 4 batches) and scale, a
     checkpoint every 200 steps. ``seed`` seeds the initialisation and the batch order,
     ``data_seed`` (default: ``seed``) the SynthFaces identities and validation pairs.
     Notebooks that pass the same arguments share one cached run (validation aside).
     ``subcenters``, ``label_noise`` and ``keep`` go to the spec as they are (sub-center
-    ArcFace on noisy data, retraining on a kept subset).
+    ArcFace on noisy data, retraining on a kept subset); ``synth`` adds SynthConfig keys
+    (e.g. ``{"nuisance": 0.5}``) to the data's seed.
 
     Example:
         >>> tutorial_spec(backbone="mbf", epochs=2)["train"].backbone
@@ -316,7 +318,7 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   "gradient": gradient, "overflow": overflow, "subcenters": subcenters},
         "data": {"source": "synthfaces", "n_identities": n_train_ids,
                  "n_per_identity": n_per_id,
-                 "synth": {"seed": seed if data_seed is None else data_seed}}
+                 "synth": {"seed": seed if data_seed is None else data_seed} | (synth or {})}
         | ({"label_noise": dict(label_noise)} if label_noise else {})
         | ({"keep": [int(i) for i in keep]} if keep is not None else {}),
         "validation": validation or {}})
