@@ -55,7 +55,7 @@ def _pair_histograms(features: torch.Tensor, ids: np.ndarray) -> dict[str, np.nd
 
 def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, validation: dict,
                  allpairs: tuple, train_set: tuple, fpr: float = 1e-4,
-                 progress: bool = True) -> dict:
+                 detail_seed: int | None = None, progress: bool = True) -> dict:
     """Train (or reload) and score every (variant, seed).
 
     Args:
@@ -66,10 +66,12 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
         allpairs: (uint8 images (N, H, W, 3), ids (N,)) of unseen identities: TPR at ``fpr``
             over all pairs, test-side angle statistics and the pair-angle histograms.
         train_set: (uint8 images, labels) of the training set: training-side statistics.
+        detail_seed: the seed whose runs also get the angle statistics and pair histograms
+            (default: the first of ``seeds``; the others are only scored, to save time).
 
     Returns:
-        {name: {seed: {protocol accuracies..., "tpr", "tpr_ci", "train_stats",
-        "test_stats", "hist", "losses", "target_angles"}}}.
+        {name: {seed: {protocol accuracies..., "tpr", "tpr_ci", "losses", "target_angles",
+        and for ``detail_seed``: "train_stats", "test_stats", "hist"}}}.
     """
     from tqdm.auto import tqdm
 
@@ -79,6 +81,7 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
     from arclab.train.spec import run_spec, tutorial_spec
 
     out: dict = {name: {} for name in names}
+    detail_seed = seeds[0] if detail_seed is None else detail_seed
     jobs = list(itertools.product(names, seeds))
     for name, seed in tqdm(jobs, desc="ablation runs", disable=not progress):
         spec = tutorial_spec(**spec_kwargs, **parse_variant(name), seed=seed,
@@ -86,16 +89,19 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
         run = run_spec(spec, progress=False)
         feats = embed_images(run["model"], allpairs[0])
         r = tpr_at_fpr(feats, allpairs[1], [fpr], progress=False)[fpr]
-        train_feats = embed_images(run["model"], train_set[0], flip=False)
-        weight = getattr(run["head"], "weight", None)
         out[name][seed] = {
             **{k: v for k, v in run["validation"][-1].items() if k != "step"},
             "tpr": r["tpr"], "tpr_ci": list(r["tpr_ci"]),
-            "train_stats": angle_statistics(train_feats, train_set[1],
-                                            weight=None if weight is None else weight.detach()),
-            "test_stats": angle_statistics(feats, allpairs[1]),
-            "hist": _pair_histograms(feats, np.asarray(allpairs[1])),
             "losses": run["losses"], "target_angles": run["target_angles"]}
+        if seed == detail_seed:  # the angle statistics and histograms the notebook shows
+            train_feats = embed_images(run["model"], train_set[0], flip=False)
+            weight = getattr(run["head"], "weight", None)
+            out[name][seed] |= {
+                "train_stats": angle_statistics(
+                    train_feats, train_set[1],
+                    weight=None if weight is None else weight.detach()),
+                "test_stats": angle_statistics(feats, allpairs[1]),
+                "hist": _pair_histograms(feats, np.asarray(allpairs[1]))}
     return out
 
 
