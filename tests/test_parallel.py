@@ -237,6 +237,13 @@ def test_row_sgd_dense_is_torch_sgd():
         RowSGD([a], lr=0.1, momentum=-1)
 
 
+def test_row_sgd_sums_duplicate_rows_of_an_unsorted_sparse_gradient():
+    w = torch.nn.Parameter(torch.zeros(4, 2))
+    torch.nn.functional.embedding(torch.tensor([2, 0, 2]), w, sparse=True).sum().backward()
+    RowSGD([w], lr=1.0, momentum=0.5).step()
+    assert w.detach()[:, 0].tolist() == [-1.0, 0.0, -2.0, 0.0]
+
+
 def test_single_process_layer_and_state():
     """No process group: a plain layer over all classes; the sampler's step counter is saved
     in the state dict, so a resumed run draws the same sample."""

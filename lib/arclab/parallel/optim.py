@@ -96,11 +96,16 @@ class RowSGD(torch.optim.Optimizer):
 
     def _sparse_step(self, p: Tensor, group: dict) -> None:
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        grad = p.grad.coalesce()
+        grad = p.grad
         if grad.sparse_dim() != 1:
             raise ValueError(f"a sparse gradient must be sparse in its rows only, got "
                              f"sparse_dim {grad.sparse_dim()} for a {tuple(p.shape)} parameter")
-        rows, d = grad.indices()[0], grad.values()
+        rows, d = grad._indices()[0], grad._values()
+        # autograd drops the "coalesced" mark when it stores a gradient; strictly increasing
+        # rows are coalesced already, and sorting them again costs as much as the update
+        if not (grad.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
+            grad = grad.coalesce()
+            rows, d = grad.indices()[0], grad.values()
         w = p.index_select(0, rows)
         if wd:
             d = d.add(w, alpha=wd)

@@ -32,10 +32,11 @@ Partial FC (``sample_rate`` r < 1, training mode): each rank keeps every class o
 a label in the global batch (the positives) plus random other classes of J_r, about
 max(positives, round(r·C_r)) in all, drawn from a ``torch.Generator`` seeded by
 (seed, step, rank); the logits above are over the kept classes only. The kept rows are read
-with ``F.embedding(..., sparse=True)``, so W's gradient is a *row-sparse* tensor naming the
-kept rows: an optimizer that updates only the rows named (:class:`arclab.parallel.RowSGD`)
-leaves the other rows *and* their momentum untouched, as if they were not parameters this
-step. (Plain ``torch.optim.SGD`` would decay their momentum and apply weight decay to them.)
+as ``F.embedding(..., sparse=True)`` reads them, so W's gradient is a *row-sparse* tensor
+naming the kept rows: an optimizer that updates only the rows named
+(:class:`arclab.parallel.RowSGD`) leaves the other rows *and* their momentum untouched, as if
+they were not parameters this step. (Plain ``torch.optim.SGD`` would decay their momentum and
+apply weight decay to them.)
 
 Taught in: notebooks/07_sharded_fc.ipynb (planned)
 """
@@ -93,6 +94,24 @@ class _RowCosine(torch.autograd.Function):
             coef = (scaled * cosine).sum(dim=0).mul_(inv).mul_(unclamped)  # (C·K,)
             grad_w = (scaled.T @ x).addcmul_(weight, coef[:, None], value=-1.0)
         return grad_x, grad_w
+
+
+class _GatherRows(torch.autograd.Function):
+    """W[rows] for sorted, unique rows; the gradient is a coalesced row-sparse tensor (what
+    ``F.embedding(sparse=True)`` gives, without its unsorted indices to sort again)."""
+
+    @staticmethod
+    def forward(ctx, weight, rows):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(rows)
+        ctx.shape = weight.shape
+        return weight.index_select(0, rows)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (rows,) = ctx.saved_tensors
+        return torch.sparse_coo_tensor(rows[None], grad, ctx.shape, check_invariants=False,
+                                       is_coalesced=True), None
 
 
 class ShardedMarginFC(nn.Module):
@@ -213,9 +232,11 @@ class ShardedMarginFC(nn.Module):
         positives = torch.unique(labels[owned] - self.start).cpu()
         n_keep = min(n_local, max(positives.numel(), round(self.sample_rate * n_local), 1))
         gen = torch.Generator().manual_seed(_seed_of(self.seed, self.step, self.rank))
-        score = torch.rand(n_local, generator=gen)
-        score[positives] = 2.0  # above every random score: positives are always kept
-        return score.topk(n_keep).indices.sort().values.to(labels.device)
+        order = torch.randperm(n_local, generator=gen)
+        is_positive = torch.zeros(n_local, dtype=torch.bool)
+        is_positive[positives] = True
+        others = order[~is_positive[order]][: n_keep - positives.numel()]
+        return torch.cat([positives, others]).sort().values.to(labels.device)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         group, k = self.process_group, self.subcenters
@@ -244,7 +265,7 @@ class ShardedMarginFC(nn.Module):
             self.step += 1
             self.kept_classes = kept + self.start
             rows = (kept[:, None] * k + torch.arange(k, device=device)).reshape(-1)
-            weight = F.embedding(rows, self.weight, sparse=True)  # row-sparse gradient
+            weight = _GatherRows.apply(self.weight, rows)  # row-sparse gradient
             local = torch.where(owned, torch.searchsorted(kept, local.clamp(min=0)), -1)
         elif self.training:
             self.step += 1
