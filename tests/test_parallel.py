@@ -7,6 +7,7 @@ returns what the parent compares with the dense computation it does itself.
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
@@ -175,6 +176,15 @@ def test_launch_reports_a_failing_rank_without_hanging():
     with pytest.raises(RuntimeError, match=r"rank 1 of 2 failed: ValueError: boom on purpose"):
         launch(_rank_fails, 2, timeout_s=20)
     assert time.monotonic() - start < 20
+
+
+def _rank_returns_an_object(rank: int, world_size: int) -> object:
+    return datetime.timedelta(seconds=rank)  # picklable, but not what weights_only reads
+
+
+def test_launch_refuses_return_values_it_would_have_to_unpickle():
+    with pytest.raises(RuntimeError, match="rank 0's return value"):
+        launch(_rank_returns_an_object, 1)
 
 
 def test_launch_checks_its_arguments():

@@ -136,7 +136,11 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "
                 continue
             if status == "error":
                 raise RuntimeError(f"launch: rank {rank} of {world_size} failed: {payload}")
-            values[rank] = torch.load(io.BytesIO(payload), weights_only=True)
+            try:
+                values[rank] = torch.load(io.BytesIO(payload), weights_only=True)
+            except Exception as err:
+                raise RuntimeError(f"launch: rank {rank}'s return value is not made of tensors, "
+                                   f"numbers, strings and containers ({err})") from None
         failed = False
     finally:
         _stop(processes, 0.0 if failed else _GRACE_S)
