@@ -147,6 +147,8 @@ class ShardedMarginFC(nn.Module):
     Attributes:
         weight: (C_r·K, D) this rank's rows, classes ``start`` .. ``stop`` − 1.
         step: training forwards so far (the sampler's counter; saved in the state dict).
+        sample_rate: may be changed between steps (e.g. to compare full and Partial FC on one
+            weight, as ``benchmarks/sharded_fc.py`` does).
         kept_classes: after a sampled forward, the (n_kept,) global class indices it used;
             ``None`` after a forward over all of this rank's classes.
 
