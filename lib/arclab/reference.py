@@ -11,7 +11,7 @@ Taught in: notebooks/00_tour.ipynb
 from __future__ import annotations
 
 __all__ = ["ARCFACE_ABLATION", "BOOK_MAP", "LFR_BACKBONES", "LFR_PAIRS", "LFR_TPR",
-           "SUBCENTER_TABLE"]
+           "PARTIAL_FC_PUBLIC", "SUBCENTER_TABLE"]
 
 BOOK_MAP: list[dict[str, str]] = [
     {"notebook": "00_tour", "reproduces": "slides: softmax vs normalised softmax (2-D toy)",
@@ -120,3 +120,23 @@ LFR_TPR: dict[str, dict[float, float]] = {
 }
 """Baseline rows of the challenge paper's Tables 6 (DeepGlint-Light), 7 (DeepGlint-Large),
 8 (iQIYI-Light) and 9 (iQIYI-Large): TPR at FPR."""
+
+
+PARTIAL_FC_PUBLIC: dict[str, dict[str, object]] = {
+    # deepinsight/insightface, recognition/arcface_torch/docs/speed_benchmark.md ("Test Training
+    # Speed"): 3 million synthetic identities, ResNet-50, mixed precision, batch size 1024,
+    # 8 x Tesla V100-SXM2-32GB, torch.distributed on one node (NCCL).
+    "setup": {"gpus": 8, "gpu": "Tesla V100-SXM2-32GB", "identities": 3_000_000,
+              "backbone": "r50", "batch_size": 1024, "fp16": True, "embedding_size": 512},
+    # training.log "Speed ... samples/sec" at steps 100-300; gpustat "MB" (MiB) on GPUs 0-7
+    "model_parallel": {"sample_rate": 1.0, "samples_per_s": 2270.0,
+                       "memory_mib_per_gpu": [28860, 30338]},
+    "partial_fc": {"sample_rate": 0.1, "samples_per_s": 5300.0,
+                   "memory_mib_per_gpu": [10328, 10488]},
+}
+"""The public Partial FC speed test (arcface_torch's docs/speed_benchmark.md, 8 x V100 32 GB,
+3M synthetic identities, ResNet-50, fp16, batch 1024): model parallel about 2,270 samples/s at
+about 29 GB per GPU (28,860-30,338 MiB by gpustat) against Partial FC (r = 0.1) about 5,300
+samples/s at about 10.4 GB (10,328-10,488 MiB). Whole training steps (backbone included), so
+the FC's own speed-up is larger than the 2.3x they show. The embedding size (512) is
+arcface_torch's default, not stated on that page."""

@@ -7,6 +7,8 @@
 - :func:`class_range`, :func:`fc_memory`: which classes a rank holds; bytes per rank.
 - :func:`launch`: run a function on several local ranks (for notebooks and tests).
 - :mod:`arclab.parallel.collectives`: the differentiable all-gather and all-reduce.
+- :mod:`arclab.parallel.measure`: per-rank memory and step times, the equality check against
+  the dense loss (functions to launch on every rank), the memory model over many sizes.
 
 Taught in: notebooks/07_sharded_fc.ipynb (planned)
 """
