@@ -250,3 +250,75 @@ def test_06_subcenter_table_rows_noise_and_drop_statistics(smoke_run):
     sweep = res["sweep"]
     assert [r["kept_fraction"] for r in sweep] == sorted(r["kept_fraction"] for r in sweep)
     assert res["paper"]["noisy, K=3, drop, K=1"] == 95.92
+
+
+def test_07_sharded_fc_memory_measurements_equality_and_throughput(smoke_run):
+    import math
+    import statistics
+
+    from arclab.parallel import class_range
+    from arclab.reference import PARTIAL_FC_PUBLIC
+
+    res = results(smoke_run, "07_sharded_fc")
+    p = smoke_params("07_sharded_fc", {
+        "num_classes": 100000, "embedding_size": 512, "global_batch": 128,
+        "world_sizes": [1, 2, 4], "sample_rate": 0.1, "repeats": 3, "check_classes": 1000,
+        "check_dim": 64, "check_batches": [7, 4, 0], "table_batch": 64})
+    n, r_pfc, d = res["table_batch"], p["sample_rate"], p["embedding_size"]
+    # the memory table, written out from the slides' formulas (rank 0 holds ceil(C/W) classes)
+    assert len(res["memory_table"]) == 3 * 2 * 2
+    for row in res["memory_table"]:
+        c, w, r = row["classes"], row["world_size"], row["sample_rate"]
+        c_r = math.ceil(c / w)
+        kept = c_r if r == 1 else round(r * c_r)
+        assert row["weight"] == row["momentum"] == c_r * 512 * 4
+        assert row["weight_grad"] == (c_r * 512 * 4 if r == 1 else kept * (512 * 4 + 8))
+        assert row["logits"] == row["logits_grad"] == n * w * kept * 4
+        assert row["features"] == n * w * 512 * 4
+    by_key = {(r["classes"], r["world_size"], r["sample_rate"]): r for r in res["memory_table"]}
+    assert by_key[(10**6, 1, 1.0)]["weight"] == 2.048e9  # 512 x 1M x 4 B = "2 GB"
+    assert by_key[(10**6, 8, 1.0)]["weight"] == by_key[(10**6, 8, 1.0)]["logits"] == 256e6
+    assert res["ranks_needed"]["100M ids"]["r=1"] == "never"  # logits floor 51.2 GB > 32 GB
+    # measured tensors on every rank of every world size equal the model exactly
+    assert sorted(int(w) for w in res["measured"]) == sorted(p["world_sizes"])
+    for w, ranks in res["measured"].items():
+        assert len(ranks) == int(w)
+        for rank, st in enumerate(ranks):
+            start, stop = class_range(p["num_classes"], int(w), rank)
+            full, part = st["modes"]
+            assert st["weight"] == st["momentum"] == full["weight_grad"] == (stop - start) * d * 4
+            assert full["logits"] == p["global_batch"] * (stop - start) * 4
+            assert round(r_pfc * (stop - start)) <= part["kept"] <= round(
+                r_pfc * (stop - start)) + p["global_batch"]  # plus positives, at most N
+            assert part["weight_grad"] == part["kept"] * (d * 4 + 8)
+            assert part["logits"] == p["global_batch"] * part["kept"] * 4
+            assert len(full["times"]) == len(part["times"]) == p["repeats"]
+    assert res["model_exact"] is True
+    for row in res["measured_vs_model"]:
+        if row["peak_growth"] is not None:  # the process's peak: tensors plus autograd copies
+            assert 0.5 < row["peak_growth"] / row["model_total"] < 10
+    # throughput from the saved step times; Partial FC is faster at every world size
+    for w, ranks in res["measured"].items():
+        for m in ranks[0]["modes"]:
+            expected = p["global_batch"] / statistics.median(m["times"])
+            assert res["throughput"][f"W={w}"][f"r={m['sample_rate']:g}"] == pytest.approx(
+                expected, rel=1e-9)
+        gain = res["partial_speedup"][f"W={w}"]
+        assert gain == pytest.approx(res["throughput"][f"W={w}"][f"r={r_pfc:g}"]
+                                     / res["throughput"][f"W={w}"]["r=1"], rel=1e-9)
+        assert 1 < gain < 3 / r_pfc
+    # the sharded loss and gradients equal the dense ones on every rank
+    assert len(res["equality"]) == len(p["check_batches"])
+    assert res["equality_worst"] < 1e-6
+    losses = {c["sample_rate"]: set() for c in res["equality"][0]}
+    for rank, per_rate in enumerate(res["equality"]):
+        assert per_rate[0]["classes"] == list(class_range(p["check_classes"],
+                                                          len(p["check_batches"]), rank))
+        for c in per_rate:
+            assert max(c["loss_diff"], c["embeddings_grad_diff"], c["weight_grad_diff"]) < 1e-6
+            assert c["unsampled_grad_max"] == 0.0
+            losses[c["sample_rate"]].add(round(c["loss"], 9))
+        assert abs(per_rate[0]["local_only_loss"] - per_rate[0]["dense_loss"]) > 1e-3
+    assert all(len(v) == 1 for v in losses.values())  # one loss, the same on every rank
+    assert res["public"] == json.loads(json.dumps(PARTIAL_FC_PUBLIC))
+    assert res["public_ratios"]["speed"] == pytest.approx(5300 / 2270)

@@ -17,6 +17,7 @@ from arclab.parallel.measure import (
     dense_margin_loss,
     equality_check,
     fc_step_stats,
+    measured_vs_model,
     memory_table,
     ranks_needed,
 )
@@ -88,6 +89,15 @@ def test_step_stats_in_one_process_match_the_tensors_definitions():
         assert len(mode["times"]) == 2 and min(mode["times"]) > 0
     with pytest.raises(ValueError, match="repeats"):
         fc_step_stats(0, 1, 200, D, 5, [1.0], 0)
+    rows = measured_vs_model({1: [out]}, 200, D)
+    assert [r["sample_rate"] for r in rows] == [1.0, 0.1]
+    for row in rows:  # 20 kept classes > 5 positives: the model's count is the measured one
+        for key in ("weight", "weight_grad", "momentum", "logits"):
+            assert row[key] == row[f"model_{key}"], key
+        assert row["model_total"] == sum(fc_memory(200, D, batch_size=5,
+                                                   sample_rate=row["sample_rate"])[k]
+                                         for k in ("weight", "weight_grad", "momentum",
+                                                   "logits", "logits_grad"))
 
 
 def test_step_stats_on_three_ranks_follow_the_class_ranges(three_ranks):

@@ -10,7 +10,7 @@
 - :mod:`arclab.parallel.measure`: per-rank memory and step times, the equality check against
   the dense loss (functions to launch on every rank), the memory model over many sizes.
 
-Taught in: notebooks/07_sharded_fc.ipynb (planned)
+Taught in: notebooks/07_sharded_fc.ipynb
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Without an initialised process group (or with a group of one) every function is 
 Tensors stay on their device; the process group's backend (gloo for CPU, nccl for CUDA)
 decides where the collectives run.
 
-Taught in: notebooks/07_sharded_fc.ipynb (planned)
+Taught in: notebooks/07_sharded_fc.ipynb
 """
 
 from __future__ import annotations

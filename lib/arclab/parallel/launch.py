@@ -4,7 +4,7 @@ For notebooks and tests: ``launch(fn, 2)`` gives the multi-rank behaviour of ``t
 one machine (gloo on CPU by default) and returns what each rank returned. A rank that raises
 does not leave the others hanging in a collective: the launcher terminates them and raises.
 
-Taught in: notebooks/07_sharded_fc.ipynb (planned)
+Taught in: notebooks/07_sharded_fc.ipynb
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "
 
         launch(ranks, 2)  # [(0, 2), (1, 2)]
 
-    Taught in: notebooks/07_sharded_fc.ipynb (planned)
+    Taught in: notebooks/07_sharded_fc.ipynb
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}")

@@ -5,7 +5,7 @@ K sub-centers each, weight rows ``(c − start_r)·K + k``; :func:`init_weight` 
 rows whatever the world size; :func:`fc_memory` gives the bytes per rank of the classifier's
 main tensors.
 
-Taught in: notebooks/07_sharded_fc.ipynb (planned)
+Taught in: notebooks/07_sharded_fc.ipynb
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def fc_memory(num_classes: int, embedding_size: int, world_size: int = 1, *,
         >>> fc_memory(1_000_000, 512)["weight"], fc_memory(1_000_000, 512, 8)["weight"]
         (2048000000, 256000000)
 
-    Taught in: notebooks/07_sharded_fc.ipynb (planned)
+    Taught in: notebooks/07_sharded_fc.ipynb
     """
     _positive_int("embedding_size", embedding_size)
     _positive_int("batch_size", batch_size)

@@ -13,6 +13,7 @@ Taught in: notebooks/07_sharded_fc.ipynb
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +29,8 @@ from arclab.parallel.layout import _positive_int, fc_memory, init_weight
 from arclab.parallel.optim import RowSGD
 from arclab.parallel.sharded import ShardedMarginFC
 
-__all__ = ["dense_margin_loss", "equality_check", "fc_step_stats", "memory_table",
-           "ranks_needed"]
+__all__ = ["dense_margin_loss", "equality_check", "fc_step_stats", "measured_vs_model",
+           "memory_table", "ranks_needed"]
 
 
 def _rank_device() -> torch.device:
@@ -74,6 +75,10 @@ class _Peak:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return
+        try:  # give freed heap pages back first, or a new tensor reuses them unseen
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current RSS
@@ -211,6 +216,42 @@ def fc_step_stats(rank: int, world_size: int, num_classes: int, embedding_size: 
             if round_:
                 mode["times"].append(time.perf_counter() - start)
     return out
+
+
+def measured_vs_model(stats: dict[int, list[dict]], num_classes: int,
+                      embedding_size: int) -> list[dict]:
+    """Rank 0's measured bytes beside :func:`fc_memory`'s model, one row per (W, rate).
+
+    ``stats`` maps a world size to what :func:`fc_step_stats` returned on its ranks. The model
+    takes the per-rank batch as global batch / W, so it is exact when W divides the batch.
+    Each row: world_size, sample_rate, classes, kept, the measured weight, weight_grad,
+    momentum, logits, saved, logit_copies, peak_growth (None where unknown) and the model's
+    ``model_<key>`` for weight, weight_grad, momentum, logits and total.
+
+    Example:
+        >>> mode = {"sample_rate": 1.0, "kept": 10, "weight_grad": 160, "logits": 80,
+        ...         "saved": 300, "logit_copies": 3, "peak_growth": None, "times": [0.1]}
+        >>> stats = {1: [{"classes": 10, "weight": 160, "momentum": 160, "global_batch": 2,
+        ...               "modes": [mode]}]}
+        >>> row = measured_vs_model(stats, 10, 4)[0]
+        >>> row["weight"] == row["model_weight"], row["model_total"]
+        (True, 640)
+
+    Taught in: notebooks/07_sharded_fc.ipynb
+    """
+    rows = []
+    for world_size, ranks in stats.items():
+        first = ranks[0]
+        for mode in first["modes"]:
+            model = fc_memory(num_classes, embedding_size, world_size,
+                              batch_size=max(1, first["global_batch"] // world_size),
+                              sample_rate=mode["sample_rate"])
+            rows.append({"world_size": world_size, "classes": first["classes"],
+                         "weight": first["weight"], "momentum": first["momentum"],
+                         **{k: v for k, v in mode.items() if k != "times"},
+                         **{f"model_{k}": model[k] for k in ("weight", "weight_grad",
+                                                             "momentum", "logits", "total")}})
+    return rows
 
 
 def dense_margin_loss(weight: Tensor, x: Tensor, y: Tensor, *, margin: str | Margin = "arcface",

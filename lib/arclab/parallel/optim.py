@@ -8,7 +8,7 @@ sparse gradient (what ``F.embedding(..., sparse=True)`` and so
 took part": it applies exactly the SGD update to those rows and their momentum rows and
 leaves every other row and its momentum bit-identical. For dense gradients it is plain SGD.
 
-Taught in: notebooks/07_sharded_fc.ipynb (planned)
+Taught in: notebooks/07_sharded_fc.ipynb
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class RowSGD(torch.optim.Optimizer):
         >>> w.detach()[:, 0], opt.state[w]["momentum_buffer"][:, 0]  # row 1: b = 1.1, w = 0.45
         (tensor([1.0000, 0.4500, 1.0000]), tensor([0.0000, 1.1000, 0.0000]))
 
-    Taught in: notebooks/07_sharded_fc.ipynb (planned)
+    Taught in: notebooks/07_sharded_fc.ipynb
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float, *,

@@ -38,7 +38,7 @@ naming the kept rows: an optimizer that updates only the rows named
 they were not parameters this step. (Plain ``torch.optim.SGD`` would decay their momentum and
 apply weight decay to them.)
 
-Taught in: notebooks/07_sharded_fc.ipynb (planned)
+Taught in: notebooks/07_sharded_fc.ipynb
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class ShardedMarginFC(nn.Module):
         >>> loss.backward(); tuple(fc.weight.grad.shape), loss.ndim
         ((10, 4), 0)
 
-    Taught in: notebooks/07_sharded_fc.ipynb (planned)
+    Taught in: notebooks/07_sharded_fc.ipynb
     """
 
     def __init__(self, embedding_size: int, num_classes: int, *, margin: str | Margin = "arcface",
