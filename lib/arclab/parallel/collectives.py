@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_gather_sizes", "all_reduce_max", "all_reduce_sum", "gather_rows", "world"]
+__all__ = ["all_gather_sizes", "all_reduce_max", "all_reduce_sum", "gather_rows",
+           "gather_to_rank0", "world"]
 
 
 def world(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
@@ -142,3 +143,35 @@ def all_reduce_max(x: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
     if world(group)[1] > 1:
         dist.all_reduce(out, op=dist.ReduceOp.MAX, group=group)
     return out
+
+
+@torch.no_grad()
+def gather_to_rank0(x: Tensor, sizes: list[int],
+                    group: dist.ProcessGroup | None = None) -> Tensor | None:
+    """Rank 0 receives every rank's rows in rank order (point-to-point, so no rank but rank 0
+    ever holds the whole tensor); the other ranks get ``None``. For checkpoints of sharded
+    weights.
+
+    Shapes: x (n_r, ...) on rank r with n_r = ``sizes[r]`` (every rank passes the same
+    ``sizes``) -> (Σ n_r, ...) on rank 0.
+
+    Example:
+        >>> gather_to_rank0(torch.ones(2, 3), [2]).shape
+        torch.Size([2, 3])
+    """
+    rank, size = world(group)
+    if x.shape[0] != sizes[rank]:
+        raise ValueError(f"x must have sizes[{rank}] = {sizes[rank]} rows, got {x.shape[0]}")
+    if size == 1:
+        return x.detach().clone()
+    if rank != 0:
+        dist.send(x.detach().contiguous(), dst=dist.get_global_rank(group, 0)
+                  if group is not None else 0, group=group)
+        return None
+    parts = [x.detach().clone()]
+    for src in range(1, size):
+        part = x.new_empty((sizes[src], *x.shape[1:]))
+        dist.recv(part, src=dist.get_global_rank(group, src) if group is not None else src,
+                  group=group)
+        parts.append(part)
+    return torch.cat(parts)

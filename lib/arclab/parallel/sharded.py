@@ -151,6 +151,8 @@ class ShardedMarginFC(nn.Module):
             weight, as ``benchmarks/sharded_fc.py`` does).
         kept_classes: after a sampled forward, the (n_kept,) global class indices it used;
             ``None`` after a forward over all of this rank's classes.
+        target_cosine: after a forward, the (N,) cosines cos θ_y between each sample of the
+            global batch and its own class (its nearest sub-center), no gradient; for logging.
 
     Raises:
         ValueError: num_classes < world size, a bad margin/option/sample_rate/subcenters; in
@@ -197,6 +199,7 @@ class ShardedMarginFC(nn.Module):
                                                subcenters=subcenters, seed=seed))
         self.step = 0
         self.kept_classes: Tensor | None = None
+        self.target_cosine: Tensor | None = None
 
     def get_extra_state(self) -> dict:
         return {"step": self.step}
@@ -281,7 +284,11 @@ class ShardedMarginFC(nn.Module):
         sum_exp = torch.exp(logits - shift[:, None]).sum(dim=1)
         target = logits.gather(1, local.clamp(min=0)[:, None]).squeeze(1)
         target = torch.where(owned, target, torch.zeros_like(target))
-        total = all_reduce_sum(torch.stack([sum_exp, target]), group)  # S and T, (2, N)
+        target_cos = cosine.detach().gather(1, local.clamp(min=0)[:, None]).squeeze(1)
+        target_cos = torch.where(owned, target_cos, torch.zeros_like(target_cos))
+        # S, T and cos θ_y (for logging only), (3, N)
+        total = all_reduce_sum(torch.stack([sum_exp, target, target_cos]), group)
+        self.target_cosine = total[2].detach()
         return (total[0].log() + shift - total[1]).mean()
 
     def extra_repr(self) -> str:

@@ -27,7 +27,9 @@ class TrainConfig:
     weight decay 5e-4, step decay ×0.1) at laptop scale.
 
     ``batch_size`` is the global batch: under ``torchrun`` each of W processes takes
-    ``batch_size / W`` of it. Step counts (``warmup_steps``, ``checkpoint_every``,
+    ``batch_size / W`` of it. With ``fc="sharded"`` the classifier's classes are split over the W
+    processes (:class:`arclab.parallel.ShardedMarginFC`, only the backbone is in DDP) and
+    ``sample_rate < 1`` trains with Partial FC. Step counts (``warmup_steps``, ``checkpoint_every``,
     ``validate_every``) are optimizer steps; ``milestones`` are fractions of all steps.
     """
 
@@ -39,6 +41,8 @@ class TrainConfig:
     gradient: str = "exact"          # exact | straight_through (the margin's backward)
     overflow: str = "monotonic"      # monotonic | raw | easy (target logit past pi)
     subcenters: int = 1              # K sub-centers per class (sub-center ArcFace); 1: plain
+    fc: str = "dense"                # dense (in DDP) | sharded (arclab.parallel.ShardedMarginFC)
+    sample_rate: float = 1.0         # Partial FC rate r in (0, 1]; r < 1 needs fc "sharded"
     triplet_margin: float = 0.2      # for margin "triplet": hinge margin on chord distance
     images_per_identity: int = 4     # for margin "triplet": K of the P x K batches
     lr: float = 0.1
@@ -93,6 +97,16 @@ class TrainConfig:
         if self.subcenters > 1 and self.margin in ("softmax", "triplet"):
             raise ValueError(f"subcenters > 1 needs a cosine head; margin {self.margin!r} has "
                              "none")
+        if self.fc not in ("dense", "sharded"):
+            raise ValueError(f"fc must be 'dense' or 'sharded', got {self.fc!r}")
+        if self.fc == "sharded" and self.margin in ("softmax", "triplet"):
+            raise ValueError(f"fc 'sharded' needs a cosine margin; margin {self.margin!r} has "
+                             "none")
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, (int, float)) \
+                or not 0 < self.sample_rate <= 1:
+            raise ValueError(f"sample_rate must be a number in (0, 1], got {self.sample_rate!r}")
+        if self.sample_rate < 1 and self.fc != "sharded":
+            raise ValueError(f"sample_rate {self.sample_rate} (Partial FC) needs fc 'sharded'")
         if any(not 0 < f < 1 for f in self.milestones):
             raise ValueError(f"milestones must be fractions in (0, 1), got {self.milestones!r}")
 
@@ -101,7 +115,7 @@ class TrainConfig:
         return asdict(self) | {"milestones": list(self.milestones)}
 
 
-_NEUTRAL = {"subcenters": 1}
+_NEUTRAL = {"subcenters": 1, "fc": "dense", "sample_rate": 1.0}
 """Keys added after runs were cached, with the value that trains what a config without the
 key trained: left out of :func:`weights_key` at that value, so old caches stay valid."""
 

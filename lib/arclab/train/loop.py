@@ -10,6 +10,16 @@ Under ``torchrun`` (a process group is initialised) the model and head are wrapp
 DistributedDataParallel: every process takes its ``batch_size / W`` share of the step's global
 batch, gradients are averaged, and only rank 0 logs, validates and writes checkpoints.
 
+With ``fc="sharded"`` only the backbone is in DDP; the classifier is a
+:class:`arclab.parallel.ShardedMarginFC` whose classes are split over the processes, with its
+own optimizer (:class:`arclab.parallel.RowSGD`: with Partial FC, ``sample_rate < 1``, the rows
+not sampled and their momentum stay untouched). Its loss is the mean over the *global* batch,
+so the embeddings' gradient is multiplied by W before DDP averages the backbone's gradients:
+each step then equals the dense step on the whole batch. Gradient clipping uses the norm over
+the backbone and every rank's rows (all-reduced), as the dense clip would. Checkpoints hold
+the whole classifier (gathered to rank 0, the dense head's weight), so a run resumes on any
+number of processes.
+
 Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
@@ -29,6 +39,7 @@ from arclab.atomic import atomic_path
 from arclab.heads import make_head
 from arclab.margins import MarginLoss
 from arclab.models import get_model
+from arclab.parallel import RowSGD, ShardedMarginFC, fc_state, load_fc_state
 from arclab.train.config import TrainConfig, learning_rate, weights_key
 from arclab.triplet import TripletLoss
 
@@ -127,6 +138,25 @@ def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
+@torch.no_grad()
+def _clip_sharded(dense: list[Tensor], fc_weight: Tensor, max_norm: float, world: int) -> None:
+    """clip_grad_norm_ over the backbone's (replicated) gradients and the classifier rows of
+    every rank: the norm is √(‖g_backbone‖² + Σ_r ‖g_W_r‖²), the same on every rank."""
+    sq = torch.zeros((), device=fc_weight.device)
+    for p in dense:
+        if p.grad is not None:
+            sq += p.grad.float().pow(2).sum()
+    g = fc_weight.grad
+    fc_sq = torch.zeros((), device=fc_weight.device) if g is None else \
+        (g._values() if g.is_sparse else g).float().pow(2).sum()
+    if world > 1:
+        torch.distributed.all_reduce(fc_sq)
+    coef = (max_norm / ((sq + fc_sq).sqrt() + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s rule
+    for p in [*dense, fc_weight]:
+        if p.grad is not None:
+            p.grad.mul_(coef)
+
+
 def _keep_log(path: Path, upto: int) -> None:
     """Drop log lines of steps a resumed run is about to redo (step >= ``upto``)."""
     if not path.is_file():
@@ -172,6 +202,10 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
                          f"({len(dataset)} items)")
     dev = torch.device(device) if isinstance(device, torch.device) else arclab.get_device(device)
     dtype = amp_dtype(cfg.amp, dev)
+    sharded = cfg.fc == "sharded"
+    if sharded and dtype is torch.float16:
+        raise ValueError("fc='sharded' does not support fp16 loss scaling (ranks would skip "
+                         "different steps); use amp='bf16' or amp='off'")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = get_model(cfg.backbone, embedding_size=cfg.embedding_size,
@@ -179,18 +213,29 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     if cfg.margin == "triplet":
         head: nn.Module = nn.Identity()
         loss_fn: nn.Module = TripletLoss(cfg.triplet_margin)
+    elif sharded:
+        head = ShardedMarginFC(cfg.embedding_size, n_classes, margin=cfg.margin, s=cfg.s,
+                               gradient=cfg.gradient, overflow=cfg.overflow,
+                               sample_rate=cfg.sample_rate, subcenters=cfg.subcenters,
+                               seed=cfg.seed).to(dev)
+        loss_fn = head
     else:
         head = make_head(cfg.margin, cfg.embedding_size, n_classes,
                          subcenters=cfg.subcenters).to(dev)
         loss_fn = MarginLoss(cfg.margin, s=cfg.s, gradient=cfg.gradient,
                              overflow=cfg.overflow)
-    net: nn.Module = _Net(model, head, dtype)
+    net: nn.Module = _Net(model, nn.Identity() if sharded else head, dtype)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
+    optimizers: list[torch.optim.Optimizer] = [opt]
+    if sharded:
+        fc_opt = RowSGD([head.weight], lr=cfg.lr, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
+        optimizers.append(fc_opt)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
     total = per_epoch * cfg.epochs
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
@@ -204,7 +249,10 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
         if not same_run(state.get("config"), cfg):
             raise ValueError(f"{ckpt} was written with another config; use a new out_dir")
         model.load_state_dict(state["model"])
-        head.load_state_dict(state["head"])
+        if sharded:
+            load_fc_state(head, fc_opt, {"weight": state["head"]["weight"], **state["fc"]})
+        else:
+            head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         losses, history = list(state["losses"]), list(state["validation"])
@@ -213,9 +261,13 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     stop = total if max_steps is None else min(total, max_steps)
 
     def save(step: int) -> None:
+        fc = fc_state(head, fc_opt) if sharded else None  # every rank sends its rows
         if rank == 0:
+            extra = {} if fc is None else {"fc": {"momentum": fc["momentum"],
+                                                  "step": fc["step"]}}
+            head_state = {"weight": fc["weight"]} if sharded else head.state_dict()
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "head": head.state_dict(),
+                torch.save({"model": model.state_dict(), "head": head_state, **extra,
                             "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                             "step": step, "losses": losses, "validation": history,
                             "target_angles": angles,
@@ -241,26 +293,35 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             t0 = time.perf_counter()
             x, y = step_batch(dataset, cfg, step, rank=rank, world_size=world)
             lr = learning_rate(cfg, step, total)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            for o in optimizers:
+                for group in o.param_groups:
+                    group["lr"] = lr
             y = y.to(dev, non_blocking=True)
             out = net(x.to(dev, non_blocking=True))
+            if sharded and world > 1:  # DDP averages: W·(1/W)·∂L/∂θ is the dense gradient
+                out.register_hook(lambda g: g * world)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(opt)
+                for o in optimizers:
+                    scaler.unscale_(o)
+                if sharded:
+                    _clip_sharded(params, head.weight, cfg.grad_clip, world)
+                else:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            for o in optimizers:
+                scaler.step(o)
             scaler.update()
             value = loss.detach()
             if cosine_head:  # the mean angle to the own class weight, in degrees
-                theta = torch.rad2deg(torch.arccos(out.detach().gather(1, y[:, None])
-                                                   .clamp(-1, 1))).mean()
+                cos_y = head.target_cosine if sharded else out.detach().gather(1, y[:, None])
+                theta = torch.rad2deg(torch.arccos(cos_y.clamp(-1, 1))).mean()
                 value = torch.stack([value, theta])
-            if world > 1:
+            if world > 1 and not sharded:  # the sharded loss is global already
                 torch.distributed.all_reduce(value)
                 value = value / world
             if cosine_head:
