@@ -11,7 +11,8 @@ Taught in: notebooks/00_tour.ipynb
 from __future__ import annotations
 
 __all__ = ["ARCFACE_ABLATION", "BOOK_MAP", "LFR_BACKBONES", "LFR_PAIRS", "LFR_TPR",
-           "PARTIAL_FC_PUBLIC", "SUBCENTER_TABLE"]
+           "PARTIAL_FC_PUBLIC", "RETINAFACE_ABLATION", "RETINAFACE_PRIORS_PORT",
+           "RETINAFACE_SPEED_MS", "SUBCENTER_TABLE"]
 
 BOOK_MAP: list[dict[str, str]] = [
     {"notebook": "00_tour", "reproduces": "slides: softmax vs normalised softmax (2-D toy)",
@@ -140,3 +141,39 @@ about 29 GB per GPU (28,860-30,338 MiB by gpustat) against Partial FC (r = 0.1) 
 samples/s at about 10.4 GB (10,328-10,488 MiB). Whole training steps (backbone included), so
 the FC's own speed-up is larger than the 2.3x they show. The embedding size (512) is
 arcface_torch's default, not stated on that page."""
+
+
+RETINAFACE_ABLATION: dict[str, dict[str, float]] = {
+    # RetinaFace slides (seed 000), "Ablation Study on Multitask Loss": WIDER FACE val,
+    # AP in % on the easy / medium / hard subsets at IoU 0.5, and mAP over IoU 0.5:0.95.
+    "fpn_context": {"easy": 95.532, "medium": 95.134, "hard": 90.714, "map": 50.842},
+    "dcn": {"easy": 96.349, "medium": 95.833, "hard": 91.286, "map": 51.522},
+    "dcn_pts": {"easy": 96.467, "medium": 96.075, "hard": 91.694, "map": 52.297},
+    "dcn_pixel": {"easy": 96.413, "medium": 95.864, "hard": 91.276, "map": 51.492},
+    "dcn_pts_pixel": {"easy": 96.942, "medium": 96.175, "hard": 91.857, "map": 52.318},
+}
+"""The slides' multitask-loss ablation (WIDER FACE val, AP % at IoU 0.5 per subset, and mAP %
+at IoU 0.5:0.95). Rows: FPN+Context, +DCN, +L_pts, +L_pixel, +L_pts+L_pixel; every row after
+the first includes the deformable context module."""
+
+RETINAFACE_SPEED_MS: dict[str, dict[str, float | None]] = {
+    # RetinaFace slides (seed 000): inference time in ms at VGA 640x480, HD 1920x1080 and
+    # 4K 4096x2160. GPU NVIDIA Tesla P40; CPU Intel i7-6700K (multi-thread, and one thread);
+    # ARM RK3399 (A72 x 2). "-" on the slide is None here.
+    "resnet152_gpu": {"vga": 75.1, "hd": 443.2, "4k": 1742.0},
+    "mobilenet0.25_gpu": {"vga": 1.4, "hd": 6.1, "4k": 25.6},
+    "mobilenet0.25_cpu_multi": {"vga": 5.5, "hd": 50.3, "4k": None},
+    "mobilenet0.25_cpu_1": {"vga": 17.2, "hd": 130.4, "4k": None},
+    "mobilenet0.25_arm": {"vga": 61.2, "hd": 434.3, "4k": None},
+}
+"""The slides' RetinaFace speed table in ms per image (GPU Tesla P40, CPU i7-6700K multi-thread
+and single-thread, ARM RK3399); VGA 640x480, HD 1920x1080, 4K 4096x2160."""
+
+RETINAFACE_PRIORS_PORT: dict[str, object] = {
+    # the popular PyTorch port (biubug6/Pytorch_Retinaface, data/config.py), as DESIGN.md
+    # records it
+    "min_sizes": ((16, 32), (64, 128), (256, 512)), "steps": (8, 16, 32),
+    "variances": (0.1, 0.2), "match_iou": 0.35, "neg_pos_ratio": 7,
+    "loss_weights": {"loc": 2.0, "cls": 1.0, "landmarks": 1.0}, "priors_640": 16_800,
+}
+"""The popular PyTorch port's prior and loss settings: 16,800 priors at 640x640."""
