@@ -252,3 +252,36 @@ def test_detector_training_resumes_onto_the_same_curve_and_refuses_other_configs
     scores = evaluate_detector(whole["model"], data, device="cpu")
     assert set(scores) >= {"easy", "medium", "hard", "map", "nme"}
     assert all(0 <= scores[k] <= 1 for k in ("medium", "hard", "map"))
+
+
+def test_pixel_loss_is_zero_at_the_true_face_and_its_gradient_recovers_it():
+    from arclab.detection.dense import DENSE_PARAMS, pixel_loss, render_dense
+
+    true = torch.zeros(1, len(DENSE_PARAMS))
+    true[0, 0], true[0, 3] = 20 / 30, 0.5  # yaw 20 degrees, skin tone 0.64
+    face, _ = render_dense(true, 24)
+    image = torch.full((1, 3, 48, 48), 0.5)
+    image[0, :, 12:36, 12:36] = face[0]
+    box, index = torch.tensor([[12.0, 12.0, 36.0, 36.0]]), torch.zeros(1, dtype=torch.long)
+    losses = {}
+    for yaw in (-20, 0, 10, 20, 30):
+        guess = true.clone()
+        guess[0, 0] = yaw / 30
+        losses[yaw] = pixel_loss(guess, image, box, index).item()
+    assert losses[20] == pytest.approx(0.0, abs=1e-6)
+    assert min(losses, key=losses.get) == 20 and all(v > 5e-3 for k, v in losses.items()
+                                                     if k != 20)
+    # from yaw 10 and the mean skin tone, gradient descent through the renderer finds both
+    raw = torch.zeros(1, len(DENSE_PARAMS))
+    raw[0, 0] = 10 / 30
+    raw.requires_grad_(True)
+    opt = torch.optim.Adam([raw], lr=0.03)
+    for _ in range(60):
+        loss = pixel_loss(raw, image, box, index)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs(raw[0, 0].item() * 30 - 20) < 3 and abs(raw[0, 3].item() - 0.5) < 0.05
+    empty = pixel_loss(torch.zeros(0, len(DENSE_PARAMS), requires_grad=True), image,
+                       torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert empty.item() == 0.0

@@ -369,8 +369,10 @@ def _paint(col: Tensor, maps: tuple[Tensor, ...], centre: Tensor, radius: Tensor
     if win is None:
         return col
     ys, xs = win
-    col = col.clone() if col.requires_grad else col
-    col[..., ys, xs] = paint(col[..., ys, xs], *(m[:, ys, xs] for m in maps))
+    painted = paint(col[..., ys, xs], *(m[:, ys, xs] for m in maps))
+    if painted.requires_grad or col.requires_grad:  # autograd saved views of col: copy it
+        col = col.clone()
+    col[..., ys, xs] = painted
     return col
 
 

@@ -52,7 +52,8 @@ def multitask_loss(cls_logits: Tensor, box_deltas: Tensor, landmark_deltas: Tens
 
     Returns:
         {"total", "cls", "box", "pts", "pixel" (scalars, unweighted except "total"),
-        "positives": number of positive priors, "landmark_positives"}.
+        "positives": number of positive priors, "landmark_positives", and the matching:
+        "labels" (B, P) 1 / 0 / −1, "matched" (B, P) face index or −1, "iou" (B, P)}.
 
     Raises:
         ValueError: an unknown recipe, shapes that disagree, a pixel loss with a recipe that
@@ -94,4 +95,6 @@ def multitask_loss(cls_logits: Tensor, box_deltas: Tensor, landmark_deltas: Tens
     pixel = pixel_loss if pixel_loss is not None else cls_logits.new_zeros(())
     total = r["cls"] * loss_cls + r["box"] * loss_box + r["pts"] * loss_pts + r["pixel"] * pixel
     return {"total": total, "cls": loss_cls, "box": loss_box, "pts": loss_pts, "pixel": pixel,
-            "positives": n_pos, "landmark_positives": n_lm}
+            "positives": n_pos, "landmark_positives": n_lm, "labels": labels,
+            "matched": torch.stack([x["matched"] for x in m]),
+            "iou": torch.stack([x["iou"] for x in m])}

@@ -42,6 +42,7 @@ class DetectorConfig:
     context: str = "ssh"              # ssh | ssh_dcn (deformable conv in the context module)
     recipe: str = "paper"             # a key of arclab.detection.loss.RECIPES
     landmarks: bool = True            # False: the landmark term is left out (weight 0)
+    pixel: bool = False               # the dense L_pixel term (needs a recipe weighting it)
     steps: int = 400
     batch_size: int = 8
     lr: float = 0.01
@@ -74,6 +75,9 @@ class DetectorConfig:
             raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
         if any(not 0 < f < 1 for f in self.milestones):
             raise ValueError(f"milestones must be fractions in (0, 1), got {self.milestones!r}")
+        if self.pixel and not RECIPES[self.recipe]["pixel"]:
+            raise ValueError(f"pixel=True needs a recipe with a pixel term; {self.recipe!r} "
+                             "has none")
 
 
 def config_key(cfg: DetectorConfig, data: dict) -> str:
@@ -87,10 +91,26 @@ def config_key(cfg: DetectorConfig, data: dict) -> str:
 
 def build_detector(cfg: DetectorConfig) -> nn.Module:
     """The RetinaFace model of a config, initialised from ``cfg.seed``."""
+    from arclab.detection.dense import DENSE_PARAMS
     from arclab.detection.model import RetinaFace
 
     torch.manual_seed(cfg.seed)
-    return RetinaFace(cfg.backbone, context=cfg.context)
+    return RetinaFace(cfg.backbone, context=cfg.context,
+                      dense_dim=len(DENSE_PARAMS) if cfg.pixel else 0)
+
+
+def _best_prior_per_face(result: dict) -> tuple[Tensor, Tensor, Tensor]:
+    """(image, prior, face) of the positive prior with the highest IoU for each matched face."""
+    pos = result["labels"] == 1
+    b, p = torch.nonzero(pos, as_tuple=True)
+    face = result["matched"][b, p]
+    iou = result["iou"][b, p]
+    order = torch.argsort(iou, descending=True, stable=True)
+    b, p, face = b[order], p[order], face[order]
+    key = b * 1_000_000 + face
+    _, first = np.unique(key.cpu().numpy(), return_index=True)
+    first = torch.as_tensor(first, device=key.device)
+    return b[first], p[first], face[first]
 
 
 def _learning_rate(cfg: DetectorConfig, step: int) -> float:
@@ -188,6 +208,16 @@ def train_detector(cfg: DetectorConfig, data: dict, out_dir: str | Path | None =
                                 [{k: v.to(dev) for k, v in t.items()} for t in targets],
                                 anchors, recipe=cfg.recipe)
         loss = result["total"]
+        if cfg.pixel:
+            from arclab.detection.dense import pixel_loss
+            from arclab.detection.loss import RECIPES
+
+            bi, pi, fi = _best_prior_per_face(result)
+            boxes = torch.stack([targets[int(i)]["boxes"][int(f)] for i, f in
+                                 zip(bi, fi)]).to(dev) * size if len(bi) else \
+                torch.zeros(0, 4, device=dev)
+            result["pixel"] = pixel_loss(pred["dense"][bi, pi], images.to(dev), boxes, bi)
+            loss = loss + RECIPES[cfg.recipe]["pixel"] * result["pixel"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"detector loss became {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
