@@ -322,3 +322,31 @@ def test_07_sharded_fc_memory_measurements_equality_and_throughput(smoke_run):
     assert all(len(v) == 1 for v in losses.values())  # one loss, the same on every rank
     assert res["public"] == json.loads(json.dumps(PARTIAL_FC_PUBLIC))
     assert res["public_ratios"]["speed"] == pytest.approx(5300 / 2270)
+
+
+def test_10_retinaface_counts_matching_and_a_rerun_of_its_detector(smoke_run, tmp_path,
+                                                                   monkeypatch):
+    from arclab.data.params import SynthConfig
+    from arclab.detection.data import scene_set
+    from arclab.detection.train import DetectorConfig, train_detector
+
+    p = smoke_params("10_retinaface", {"backbone": "mobilenet0.25", "recipe": "paper",
+                                       "seed": 0, "data_seed": 0})
+    res = results(smoke_run, "10_retinaface")
+    assert res["prior_counts"]["port"]["priors at 640x640"] == 16_800
+    assert res["prior_counts"]["paper"]["per level at 640"] == [
+        -(-640 // s) ** 2 * 3 for s in (4, 8, 16, 32, 64)]
+    assert res["matching"]["port"]["ignored priors per scene"] == 0  # one threshold: no band
+    assert res["matching"]["paper"]["ignored priors per scene"] > 0
+    for k in ("medium", "hard", "map"):
+        assert 0 <= res["ap"][k] <= 1
+    assert len(res["speed"]) == 2 * len(p["speed_sizes"]) and all(
+        r["ms"] > 0 for r in res["speed"])
+    # the same config on the same scenes trains the same curve in a fresh cache
+    monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path))
+    data = scene_set(SynthConfig(seed=p["data_seed"]), p["n_train_scenes"],
+                     size=p["image_size"], progress=False)
+    run = train_detector(DetectorConfig(backbone=p["backbone"], recipe=p["recipe"],
+                                        steps=p["steps"], batch_size=p["batch_size"],
+                                        seed=p["seed"]), data, device="cpu", progress=False)
+    assert run["losses"] == pytest.approx(res["losses"], rel=1e-5)
