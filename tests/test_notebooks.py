@@ -350,3 +350,33 @@ def test_10_retinaface_counts_matching_and_a_rerun_of_its_detector(smoke_run, tm
                                         steps=p["steps"], batch_size=p["batch_size"],
                                         seed=p["seed"]), data, device="cpu", progress=False)
     assert run["losses"] == pytest.approx(res["losses"], rel=1e-5)
+
+
+def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from arclab.data.params import SynthConfig
+    from arclab.detection.data import scene_set
+    from arclab.detection.train import ABLATION_ROWS, DetectorConfig, train_detector
+
+    p = smoke_params("11_retinaface_ablation", {"data_seed": 0, "recipes": ["paper", "port"]})
+    res = results(smoke_run, "11_retinaface_ablation")
+    assert set(res["rows"]) == set(p["rows"]) and set(res["recipes"]) == set(p["recipes"])
+    for row in p["rows"]:
+        runs = res["rows"][row]
+        assert set(runs) == {str(s) for s in p["seeds"]}
+        for k in ("medium", "hard", "map"):
+            values = [runs[str(s)][k] for s in p["seeds"]]
+            assert res["summary"][row][k][0] == pytest.approx(np.mean(values))
+            assert all(0 <= v <= 1 for v in values)
+    # the (dcn_pts_pixel vs dcn_pts) pair needs both rows: only listed pairs are checked
+    assert all(c.split(" vs ")[0] in p["rows"] and c.split(" vs ")[1].split(":")[0]
+               in p["rows"] for c in res["checks"])
+    monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path))
+    data = scene_set(SynthConfig(seed=p["data_seed"]), p["n_train_scenes"],
+                     size=p["image_size"], progress=False)
+    cfg = replace(DetectorConfig(steps=p["steps"], batch_size=p["batch_size"]),
+                  seed=p["seeds"][0], **ABLATION_ROWS[p["rows"][-1]])
+    rerun = train_detector(cfg, data, device="cpu", progress=False)
+    assert rerun["losses"] == pytest.approx(res["losses"][p["rows"][-1]][str(p["seeds"][0])],
+                                            rel=1e-5)

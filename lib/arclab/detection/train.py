@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from arclab.atomic import atomic_path
 from arclab.detection.data import flip_targets, scene_targets
 
-__all__ = ["DetectorConfig", "build_detector", "config_key", "evaluate_detector",
-           "train_detector"]
+__all__ = ["ABLATION_ROWS", "DetectorConfig", "build_detector", "config_key",
+           "evaluate_detector", "run_rows", "summarise_rows", "train_detector"]
 
 
 @dataclass(frozen=True)
@@ -282,3 +282,49 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
         float("nan")
     result["landmark_faces"] = len(pred_lm)
     return result | {"detections": dets}
+
+
+ABLATION_ROWS: dict[str, dict[str, object]] = {
+    "fpn_context": {"context": "ssh", "landmarks": False, "pixel": False},
+    "dcn": {"context": "ssh_dcn", "landmarks": False, "pixel": False},
+    "dcn_pts": {"context": "ssh_dcn", "landmarks": True, "pixel": False},
+    "dcn_pixel": {"context": "ssh_dcn", "landmarks": False, "pixel": True},
+    "dcn_pts_pixel": {"context": "ssh_dcn", "landmarks": True, "pixel": True},
+}
+"""The slides' multitask-loss ablation rows as config overrides (keys as in
+``arclab.reference.RETINAFACE_ABLATION``): FPN+Context, +DCN, +L_pts, +L_pixel, +L_pts+L_pixel.
+Without L_pts the landmark head is still there but untrained."""
+
+
+def run_rows(rows: dict[str, dict], seeds: list[int], base: DetectorConfig, train_set: dict,
+             val_set: dict, *, progress: bool = True) -> dict[str, dict[int, dict]]:
+    """Train (or reload from the cache) and evaluate ``base`` with each row's overrides and
+    each seed.
+
+    Returns: {row: {seed: {"easy", "medium", "hard", "map", "nme", "landmark_faces",
+    "losses", "terms", "seconds"}}} (``seconds``: training time of this call, about 0 when
+    the run was cached).
+    """
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    out: dict[str, dict[int, dict]] = {row: {} for row in rows}
+    jobs = [(row, seed) for row in rows for seed in seeds]
+    for row, seed in tqdm(jobs, desc="ablation runs", disable=not progress):
+        cfg = replace(base, seed=seed, **rows[row])
+        run = train_detector(cfg, train_set, progress=False)
+        scores = evaluate_detector(run["model"], val_set)
+        out[row][seed] = {**{k: v for k, v in scores.items() if k != "detections"},
+                          "losses": run["losses"], "terms": run["terms"],
+                          "seconds": run["seconds"]}
+    return out
+
+
+def summarise_rows(results: dict[str, dict[int, dict]],
+                   keys: tuple[str, ...] = ("easy", "medium", "hard", "map", "nme")
+                   ) -> dict[str, dict[str, tuple[float, float]]]:
+    """{row: {key: (mean, population std over seeds)}}."""
+    return {row: {k: (float(np.mean([r[k] for r in runs.values()])),
+                      float(np.std([r[k] for r in runs.values()]))) for k in keys}
+            for row, runs in results.items()}
