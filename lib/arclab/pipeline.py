@@ -1,0 +1,148 @@
+"""Detect → 5 landmarks → similarity alignment → embedding, and the weaker ways to get a crop.
+
+A recognition model is trained on faces aligned to the ArcFace template; in use, the
+landmarks come from a detector. :func:`face_crops` makes the four kinds of crop the "RetinaFace
+improves ArcFace" comparison needs: aligned with given landmarks (ground truth or a
+detector's), aligned with landmarks *guessed from the box* (a fixed layout inside the box,
+:func:`fit_box_layout`, what a box-only detector can offer), or the box itself resized (no
+alignment).
+
+Taught in: notebooks/12_alignment_improves_arcface.ipynb
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from arclab.align import align_faces
+
+__all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "detect_align_embed",
+           "face_crops", "fit_box_layout"]
+
+CROP_KINDS = ("ground_truth", "detector", "box_layout", "box")
+"""Crop sources: aligned with ground-truth landmarks, with the detector's landmarks, with
+landmarks placed in the detected box by a fixed layout, and the detected box resized."""
+
+
+def fit_box_layout(boxes: Tensor, landmarks: Tensor) -> Tensor:
+    """The mean position of each landmark relative to its face box: (5, 2) in box units
+    ((x − x1) / w, (y − y1) / h), from (N, 4) boxes and (N, 5, 2) landmarks in pixels.
+
+    Example:
+        >>> fit_box_layout(torch.tensor([[0., 0., 10., 20.]]), torch.full((1, 5, 2), 5.))[0]
+        tensor([0.5000, 0.2500])
+    """
+    boxes, landmarks = torch.as_tensor(boxes).float(), torch.as_tensor(landmarks).float()
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or landmarks.shape != (len(boxes), 5, 2) \
+            or len(boxes) == 0:
+        raise ValueError(f"boxes must be (N, 4) and landmarks (N, 5, 2) with N >= 1, got "
+                         f"{tuple(boxes.shape)} and {tuple(landmarks.shape)}")
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)
+    return ((landmarks - boxes[:, None, :2]) / wh[:, None]).mean(0)
+
+
+def box_landmarks(boxes: Tensor, layout: Tensor) -> Tensor:
+    """Landmarks (N, 5, 2) pixels placed in (N, 4) boxes by a (5, 2) layout in box units."""
+    boxes = torch.as_tensor(boxes).float()
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return boxes[:, None, :2] + layout[None].to(boxes) * wh[:, None]
+
+
+def box_crops(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """The boxes (N, 4) pixels of images (N, C, H, W) resized to size × size (no alignment;
+    a box with another aspect ratio is stretched)."""
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([torch.arange(len(boxes), dtype=images.dtype)[:, None],
+                      torch.as_tensor(boxes).to(images)], dim=1)
+    return roi_align(images, rois, (size, size), spatial_scale=1.0, sampling_ratio=0,
+                     aligned=True)
+
+
+def best_detections(detections: list[dict], image_size: tuple[int, int]
+                    ) -> dict[str, Tensor]:
+    """The highest-scoring detection of each image (one face per image): {"boxes": (N, 4),
+    "landmarks": (N, 5, 2), "scores": (N,), "found": (N,) bool}. An image without any
+    detection gets the whole image as its box, score 0 and found False."""
+    h, w = image_size
+    boxes, lms, scores, found = [], [], [], []
+    for d in detections:
+        if len(d["scores"]):
+            i = int(torch.argmax(d["scores"]))
+            boxes.append(d["boxes"][i].cpu()), lms.append(d["landmarks"][i].cpu())
+            scores.append(float(d["scores"][i])), found.append(True)
+        else:
+            whole = torch.tensor([0.0, 0.0, float(w), float(h)])
+            boxes.append(whole), lms.append(box_landmarks(whole[None], _CENTRE)[0])
+            scores.append(0.0), found.append(False)
+    return {"boxes": torch.stack(boxes), "landmarks": torch.stack(lms),
+            "scores": torch.tensor(scores), "found": torch.tensor(found)}
+
+
+_CENTRE = torch.tensor([[0.34, 0.46], [0.66, 0.46], [0.5, 0.64], [0.37, 0.82], [0.63, 0.82]])
+
+
+@torch.no_grad()
+def face_crops(images: np.ndarray | Tensor, kind: str, *, size: int,
+               landmarks: Tensor | None = None, boxes: Tensor | None = None,
+               layout: Tensor | None = None, batch_size: int = 256) -> np.ndarray:
+    """Crops of one face per image, uint8 (N, size, size, 3), as recognition models eat them.
+
+    Args:
+        images: uint8 (N, H, W, 3) or float (N, 3, H, W) in [0, 1].
+        kind: one of :data:`CROP_KINDS`: ``ground_truth`` and ``detector`` align with the
+            given ``landmarks`` (N, 5, 2) pixels; ``box_layout`` aligns with
+            :func:`box_landmarks` of ``boxes`` and ``layout``; ``box`` resizes ``boxes``.
+    """
+    if kind not in CROP_KINDS:
+        raise ValueError(f"kind must be one of {CROP_KINDS}, got {kind!r}")
+    if kind in ("ground_truth", "detector") and landmarks is None:
+        raise ValueError(f"kind {kind!r} needs landmarks (N, 5, 2)")
+    if kind in ("box_layout", "box") and boxes is None:
+        raise ValueError(f"kind {kind!r} needs boxes (N, 4)")
+    if kind == "box_layout":
+        if layout is None:
+            raise ValueError("kind 'box_layout' needs a layout (5, 2), see fit_box_layout")
+        landmarks = box_landmarks(boxes, layout)
+    n = len(images)
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for s in range(0, n, batch_size):
+        batch = images[s:s + batch_size]
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255 \
+            if isinstance(batch, np.ndarray) else batch.float()
+        if kind == "box":
+            crop = box_crops(x, torch.as_tensor(boxes[s:s + batch_size]).float(), size)
+        else:
+            crop = align_faces(x, torch.as_tensor(landmarks[s:s + batch_size]).float(), size)
+        out[s:s + len(x)] = (crop.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def detect_align_embed(detector: nn.Module, model: nn.Module, images: np.ndarray, *,
+                       size: int, score_threshold: float = 0.5, batch_size: int = 32,
+                       flip: bool = True) -> dict[str, Tensor | np.ndarray]:
+    """The whole pipeline on uint8 (N, H, W, 3) images holding one face each: detect
+    (:func:`arclab.detection.postprocess.detect`), keep the best face, align it with its
+    detected landmarks to size × size, embed it (:func:`arclab.models.embed_images`).
+
+    Returns: {"features": (N, D) float32, "crops": uint8 (N, size, size, 3), and the
+    :func:`best_detections` keys "boxes", "landmarks", "scores", "found"}.
+    """
+    from arclab.detection.postprocess import detect
+    from arclab.models import embed_images
+
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3 \
+            or images.dtype != np.uint8:
+        raise ValueError(f"images must be a uint8 (N, H, W, 3) array, got "
+                         f"{getattr(images, 'dtype', type(images).__name__)} "
+                         f"{getattr(images, 'shape', '')}")
+    dets: list[dict] = []
+    for s in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size]))
+        dets += detect(detector, x.permute(0, 3, 1, 2).float() / 255,
+                       score_threshold=score_threshold)
+    best = best_detections(dets, images.shape[1:3])
+    crops = face_crops(images, "detector", size=size, landmarks=best["landmarks"])
+    return {"features": embed_images(model, crops, flip=flip), "crops": crops, **best}
