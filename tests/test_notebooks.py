@@ -380,3 +380,38 @@ def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, mo
     rerun = train_detector(cfg, data, device="cpu", progress=False)
     assert rerun["losses"] == pytest.approx(res["losses"][p["rows"][-1]][str(p["seeds"][0])],
                                             rel=1e-5)
+
+
+def test_12_alignment_rows_and_the_ground_truth_row_recomputed(smoke_run, tmp_path,
+                                                                monkeypatch):
+    from arclab import pipeline
+    from arclab.data import cache, protocols
+    from arclab.data.params import SynthConfig
+    from arclab.evaluation import tpr_at_fpr
+    from arclab.models import embed_images
+    from arclab.train.spec import run_spec, tutorial_spec
+
+    p = smoke_params("12_alignment_improves_arcface",
+                     {"backbone": "mbf", "input_size": 32, "scale": 32.0, "seed": 0,
+                      "data_seed": 0})
+    res = results(smoke_run, "12_alignment_improves_arcface")
+    assert set(res["one_model"]) == set(pipeline.CROP_KINDS) == set(res["own_model"])
+    assert res["nme"]["ground_truth"] == 0.0 and 0 <= res["found"] <= 1
+    for scores in (*res["one_model"].values(), *res["own_model"].values()):
+        assert all(0 <= v <= 1 for v in scores.values())
+    monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path))
+    cfg = SynthConfig(seed=p["data_seed"])
+    aset = protocols.all_pairs_set(cfg, p["n_test_ids"], 10)
+    raw = cache.cached_render(cfg, aset["items"], size=p["image_size"], aligned=False,
+                              progress=False)
+    crops = pipeline.face_crops(raw["images"], "ground_truth", size=p["input_size"],
+                                landmarks=torch.from_numpy(np.asarray(raw["landmarks"])))
+    spec = tutorial_spec(backbone=p["backbone"], input_size=p["input_size"], scale=p["scale"],
+                         n_train_ids=p["n_train_ids"], n_per_id=p["n_per_id"],
+                         epochs=p["epochs"], batch_size=p["batch_size"],
+                         data_seed=p["data_seed"], seed=p["seed"])
+    model = run_spec(spec, progress=False)["model"]
+    r = tpr_at_fpr(embed_images(model, crops), aset["items"]["identity"], [1e-3],
+                   progress=False)
+    assert r[1e-3]["tpr"] == pytest.approx(res["one_model"]["ground_truth"]["TPR@1e-3"],
+                                           abs=1e-6)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from arclab.align import align_faces
 
 __all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "detect_align_embed",
-           "face_crops", "fit_box_layout"]
+           "face_crops", "fit_box_layout", "pair_indices", "train_on_crops"]
 
 CROP_KINDS = ("ground_truth", "detector", "box_layout", "box")
 """Crop sources: aligned with ground-truth landmarks, with the detector's landmarks, with
@@ -146,3 +146,57 @@ def detect_align_embed(detector: nn.Module, model: nn.Module, images: np.ndarray
     best = best_detections(dets, images.shape[1:3])
     crops = face_crops(images, "detector", size=size, landmarks=best["landmarks"])
     return {"features": embed_images(model, crops, flip=flip), "crops": crops, **best}
+
+
+def pair_indices(ids: np.ndarray, n_pairs: int, *, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_pairs`` positive and ``n_pairs`` negative index pairs (i < j never repeated within
+    a kind) drawn from labelled items, for 10-fold verification: (left, right, issame).
+
+    Example:
+        >>> left, right, same = pair_indices(np.repeat(np.arange(4), 3), 5)
+        >>> len(left), int(same.sum()), bool((same == (np.repeat(np.arange(4), 3)[left]
+        ...                                           == np.repeat(np.arange(4), 3)[right])).all())
+        (10, 5, True)
+    """
+    ids = np.asarray(ids)
+    rng = np.random.default_rng(seed)
+    pos, neg = set(), set()
+    n = len(ids)
+    if len(np.unique(ids)) < 2 or np.bincount(np.unique(ids, return_inverse=True)[1]).max() < 2:
+        raise ValueError("ids must hold at least two identities and one with two items")
+    while len(pos) < n_pairs or len(neg) < n_pairs:
+        i, j = (int(v) for v in rng.integers(0, n, 2))
+        if i == j:
+            continue
+        pair = (min(i, j), max(i, j))
+        if ids[i] == ids[j] and len(pos) < n_pairs:
+            pos.add(pair)
+        elif ids[i] != ids[j] and len(neg) < n_pairs:
+            neg.add(pair)
+    pairs = sorted(pos) + sorted(neg)
+    left, right = (np.array(p) for p in zip(*pairs))
+    return left, right, np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+
+
+def train_on_crops(cfg, crops: np.ndarray, labels: np.ndarray, *, tag: str,
+                   progress: bool = True) -> dict:
+    """Train a recognition model (:func:`arclab.train.train`, config ``cfg``) on uint8 crops
+    (N, S, S, 3) with labels, cached under ``$ARCLAB_CACHE/runs/crops-<tag>-<hash>``, the hash
+    covering the config, the crops and the labels. Returns ``train``'s dict plus "out_dir"."""
+    import hashlib
+    import json
+
+    from arclab.data.cache import FaceDataset, cache_dir
+    from arclab.train import train
+    from arclab.train.config import weights_key
+
+    labels = np.asarray(labels)
+    h = hashlib.sha256(json.dumps(weights_key(cfg.to_dict()), sort_keys=True).encode())
+    h.update(np.ascontiguousarray(crops).tobytes())
+    h.update(labels.astype(np.int64).tobytes())
+    out = cache_dir() / "runs" / f"crops-{tag}-{h.hexdigest()[:16]}"
+    n_classes = int(labels.max()) + 1
+    result = train(cfg, FaceDataset(crops, labels, flip=True), n_classes, out,
+                   progress=progress)
+    return {**result, "out_dir": out}
