@@ -15,7 +15,13 @@ from torch import nn
 from arclab.detection.coding import decode_boxes, decode_landmarks, encode_boxes
 from arclab.detection.loss import RECIPES, multitask_loss
 from arclab.detection.matching import hard_negatives, match, point_form
-from arclab.detection.metrics import average_precision, map_50_95, match_detections, voc_ap
+from arclab.detection.metrics import (
+    average_precision,
+    map_50_95,
+    match_detections,
+    precision_recall,
+    voc_ap,
+)
 from arclab.detection.model import RetinaFace, load_port_weights, preprocess
 from arclab.detection.postprocess import detect
 from arclab.detection.priors import PRIOR_CONFIGS, priors, priors_per_level
@@ -146,6 +152,8 @@ def test_wider_ap_on_worked_examples():
     # hard (both faces): FP, TP, TP -> recall 0, .5, 1; precision 0, .5, 2/3 -> AP 2/3;
     # easy: FP, TP, ignored -> recall 0, 1; precision 0, .5 -> AP 1/2
     assert ap["hard"] == pytest.approx(2 / 3) and ap["easy"] == pytest.approx(0.5)
+    recall, precision = precision_recall(dets, gt, diff, subset="hard")
+    assert np.allclose(recall, [0, 0.5, 1]) and np.allclose(precision, [0, 0.5, 2 / 3])
     assert voc_ap(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 2 / 3])) == pytest.approx(2 / 3)
     perfect = [np.array([[0, 0, 10, 10, 0.9], [20, 20, 30, 30, 0.8]])]
     assert average_precision(perfect, gt, diff) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
@@ -285,3 +293,28 @@ def test_pixel_loss_is_zero_at_the_true_face_and_its_gradient_recovers_it():
     empty = pixel_loss(torch.zeros(0, len(DENSE_PARAMS), requires_grad=True), image,
                        torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     assert empty.item() == 0.0
+
+
+def test_bad_detection_inputs_are_named_and_empty_scenes_are_valid():
+    anchors = priors((64, 64))
+    with pytest.raises(ValueError, match=r"faces \[1\] have a non-positive width or height"):
+        match(torch.tensor([[0.1, 0.1, 0.2, 0.2], [0.3, 0.3, 0.3, 0.5]]), torch.zeros(2, 5, 2),
+              torch.ones(2, dtype=torch.bool), anchors, pos_iou=0.5, neg_iou=0.3)
+    model = RetinaFace()
+    with pytest.raises(ValueError, match="images must be float tensors"):
+        detect(model, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="images must not be empty"):
+        detect(model, [torch.zeros(3, 0, 32)])
+    with pytest.raises(ValueError, match=r"images must be \(B, 3, H, W\)"):
+        detect(model, torch.zeros(1, 1, 32, 32))
+    # a batch whose second image has no face trains: it contributes hard negatives only
+    n = len(anchors)
+    cls = torch.zeros(2, n, 2, requires_grad=True)
+    empty = {"boxes": torch.zeros(0, 4), "landmarks": torch.zeros(0, 5, 2),
+             "landmark_valid": torch.zeros(0, dtype=torch.bool)}
+    face = {"boxes": torch.tensor([[0.2, 0.2, 0.5, 0.5]]), "landmarks": torch.full((1, 5, 2), .3),
+            "landmark_valid": torch.ones(1, dtype=torch.bool)}
+    out = multitask_loss(cls, torch.zeros(2, n, 4), torch.zeros(2, n, 10), [face, empty],
+                         anchors, recipe="port")
+    out["total"].backward()
+    assert torch.isfinite(out["total"]) and (cls.grad[1] != 0).sum() == 2 * 7  # 7 negatives

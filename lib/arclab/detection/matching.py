@@ -35,6 +35,10 @@ def match(gt_boxes: Tensor, gt_landmarks: Tensor, landmark_valid: Tensor, priors
         gt_boxes: (G, 4) x1y1x2y2. gt_landmarks: (G, 5, 2). landmark_valid: (G,) bool.
         priors: (P, 4) cxcywh. pos_iou, neg_iou: thresholds with neg_iou <= pos_iou.
 
+    Raises:
+        ValueError: neg_iou > pos_iou, wrong shapes, boxes with a non-positive width or
+            height, NaN boxes. A scene without faces (G = 0) is valid: every prior negative.
+
     Returns:
         {"labels": (P,) int64 1 positive / 0 negative / −1 ignored, "matched": (P,) int64
         face index (−1 where none), "iou": (P,) best IoU, "box_targets": (P, 4) and
@@ -50,6 +54,14 @@ def match(gt_boxes: Tensor, gt_landmarks: Tensor, landmark_valid: Tensor, priors
         raise ValueError(f"gt_landmarks must be ({gt_boxes.shape[0]}, 5, 2) and "
                          f"landmark_valid ({gt_boxes.shape[0]},), got "
                          f"{tuple(gt_landmarks.shape)} and {tuple(landmark_valid.shape)}")
+    if gt_boxes.shape[0] and not bool(((gt_boxes[:, 2] > gt_boxes[:, 0])
+                                       & (gt_boxes[:, 3] > gt_boxes[:, 1])).all()):
+        bad = torch.nonzero((gt_boxes[:, 2] <= gt_boxes[:, 0])
+                            | (gt_boxes[:, 3] <= gt_boxes[:, 1])).flatten().tolist()
+        raise ValueError(f"gt_boxes must have x2 > x1 and y2 > y1; faces {bad} have a "
+                         "non-positive width or height")
+    if not bool(torch.isfinite(gt_boxes).all()):
+        raise ValueError("gt_boxes must be finite, got NaN or inf")
     p = priors.shape[0]
     dev = priors.device
     if gt_boxes.shape[0] == 0:

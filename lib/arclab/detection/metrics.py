@@ -20,7 +20,7 @@ import torch
 from torchvision.ops import box_iou
 
 __all__ = ["SUBSETS", "average_precision", "landmark_nme", "map_50_95", "match_detections",
-           "voc_ap"]
+           "precision_recall", "voc_ap"]
 
 SUBSETS = {"easy": (0,), "medium": (0, 1), "hard": (0, 1, 2)}
 """Which difficulty labels (0 easy, 1 medium, 2 hard) each subset scores."""
@@ -72,6 +72,32 @@ def _classify(dets: np.ndarray, gt: np.ndarray, scored: np.ndarray, iou: float) 
     return out
 
 
+def precision_recall(detections: list, ground_truth: list, difficulty: list, *,
+                     subset: str = "hard", iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The PR curve of one subset under the WIDER rules (see the module docstring): recall
+    and precision after each distinct score, in descending score; empty arrays when nothing
+    counts. Raises ValueError for a subset without faces."""
+    _check(detections, ground_truth, difficulty)
+    scores, kinds, n_faces = [], [], 0
+    for d, g, diff in zip(detections, ground_truth, difficulty):
+        d = np.asarray(d, dtype=np.float64).reshape(-1, 5)
+        d = d[np.argsort(-d[:, 4], kind="stable")]
+        g = np.asarray(g, dtype=np.float64).reshape(-1, 4)
+        scored = np.isin(np.asarray(diff), SUBSETS[subset])
+        n_faces += int(scored.sum())
+        scores.append(d[:, 4])
+        kinds.append(_classify(d, g, scored, iou))
+    if n_faces == 0:
+        raise ValueError(f"subset {subset!r} has no faces")
+    s, k = np.concatenate(scores), np.concatenate(kinds)
+    order = np.argsort(-s, kind="stable")
+    s, k = s[order][k[order] >= 0], k[order][k[order] >= 0]
+    last = np.r_[s[1:] != s[:-1], True]  # read PR only after a whole group of equal scores
+    tp = np.cumsum(k)[last]
+    proposals = np.arange(1, len(k) + 1)[last]
+    return tp / n_faces, tp / proposals
+
+
 def average_precision(detections: list, ground_truth: list, difficulty: list, *,
                       iou: float = 0.5, subsets: tuple[str, ...] = ("easy", "medium", "hard")
                       ) -> dict[str, float]:
@@ -88,28 +114,12 @@ def average_precision(detections: list, ground_truth: list, difficulty: list, *,
     _check(detections, ground_truth, difficulty)
     out = {}
     for name in subsets:
-        scores, kinds, n_faces = [], [], 0
-        for d, g, diff in zip(detections, ground_truth, difficulty):
-            d = np.asarray(d, dtype=np.float64).reshape(-1, 5)
-            d = d[np.argsort(-d[:, 4], kind="stable")]
-            g = np.asarray(g, dtype=np.float64).reshape(-1, 4)
-            scored = np.isin(np.asarray(diff), SUBSETS[name])
-            n_faces += int(scored.sum())
-            scores.append(d[:, 4])
-            kinds.append(_classify(d, g, scored, iou))
-        if n_faces == 0:
+        if not any(np.isin(np.asarray(d), SUBSETS[name]).any() for d in difficulty):
             out[name] = float("nan")
             continue
-        s, k = np.concatenate(scores), np.concatenate(kinds)
-        order = np.argsort(-s, kind="stable")
-        s, k = s[order][k[order] >= 0], k[order][k[order] >= 0]
-        if len(k) == 0:
-            out[name] = 0.0
-            continue
-        last = np.r_[s[1:] != s[:-1], True]  # read PR only after a whole group of equal scores
-        tp = np.cumsum(k)[last]
-        proposals = np.arange(1, len(k) + 1)[last]
-        out[name] = voc_ap(tp / n_faces, tp / proposals)
+        recall, precision = precision_recall(detections, ground_truth, difficulty,
+                                             subset=name, iou=iou)
+        out[name] = voc_ap(recall, precision) if len(recall) else 0.0
     return out
 
 

@@ -58,6 +58,13 @@ def detect(model: nn.Module, images: Tensor | Sequence[Tensor], *,
         raise ValueError(f"score_threshold must be in [0, 1) and nms_threshold in (0, 1], got "
                          f"{score_threshold} and {nms_threshold}")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
+    for i, image in enumerate([images] if isinstance(images, Tensor) else images):
+        if not isinstance(image, Tensor) or not image.is_floating_point():
+            raise ValueError(f"images must be float tensors with values in [0, 1] (convert "
+                             f"uint8 with x.float() / 255), got "
+                             f"{getattr(image, 'dtype', type(image).__name__)} at {i}")
+        if image.numel() == 0 or min(image.shape[-2:]) < 1:
+            raise ValueError(f"images must not be empty, got shape {tuple(image.shape)}")
     was = model.training
     model.eval()
     try:
@@ -80,30 +87,43 @@ def detect(model: nn.Module, images: Tensor | Sequence[Tensor], *,
 @torch.no_grad()
 def time_detector(model: nn.Module, sizes: Sequence[tuple[int, int]] = ((480, 640),),
                   threads: Sequence[int | None] = (None, 1), *, repeats: int = 5,
-                  warmup: int = 1) -> list[dict]:
-    """Median milliseconds of one forward pass (batch 1, CPU) per image size and thread count
-    (``None``: torch's default), the network alone as the slides' table times it.
+                  warmup: int = 1, device: str | torch.device = "cpu") -> list[dict]:
+    """Median milliseconds of one forward pass (batch 1) per image size and CPU thread count
+    (``None``: torch's default), the network alone as the slides' table times it. On a GPU
+    ``device`` the thread counts are ignored (one row per size, ``threads`` 0) and the
+    device is synchronised around each pass.
 
-    Returns rows {"height", "width", "threads", "ms", "ms_min"}; the thread setting is
-    restored afterwards.
+    Returns rows {"height", "width", "threads", "device", "ms", "ms_min"}; the thread setting
+    and the model's device are restored afterwards.
     """
+    dev = torch.device(device)
     before = torch.get_num_threads()
-    model.eval()
+    home = next(model.parameters()).device
+    model.eval().to(dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     rows = []
     try:
-        for n in threads:
+        for n in (threads if dev.type == "cpu" else [0]):
             torch.set_num_threads(n or before)
             for h, w in sizes:
-                x = torch.rand(1, 3, h, w)
+                x = torch.rand(1, 3, h, w, device=dev)
                 for _ in range(warmup):
                     model(x)
                 times = []
                 for _ in range(repeats):
+                    sync()
                     t0 = time.perf_counter()
                     model(x)
+                    sync()
                     times.append((time.perf_counter() - t0) * 1000)
-                rows.append({"height": h, "width": w, "threads": n or before,
-                             "ms": statistics.median(times), "ms_min": min(times)})
+                rows.append({"height": h, "width": w, "threads": n or before if n != 0 else 0,
+                             "device": dev.type, "ms": statistics.median(times),
+                             "ms_min": min(times)})
     finally:
         torch.set_num_threads(before)
+        model.to(home)
     return rows

@@ -249,8 +249,9 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
     Returns {"easy", "medium", "hard": AP at IoU 0.5 (WIDER rules: a subset's AP counts its
     faces and ignores the others), "map": AP over IoU 0.50:0.05:0.95 on all faces, "nme":
     landmark NME of the faces matched at IoU 0.5 that have visible landmarks (normalised by
-    the box size, see :func:`arclab.detection.metrics.landmark_nme`), "detections": the
-    per-scene outputs of :func:`arclab.detection.postprocess.detect`}.
+    the box size, see :func:`arclab.detection.metrics.landmark_nme`), "pr": {subset: (recall,
+    precision)} of the subsets that have faces, "detections": the per-scene outputs of
+    :func:`arclab.detection.postprocess.detect`}.
     """
     from arclab.detection import metrics
     from arclab.detection.postprocess import detect
@@ -268,6 +269,8 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
     ap = metrics.average_precision(rows, gt, difficulty, iou=0.5)
     result = {k: float(ap[k]) for k in ("easy", "medium", "hard")}
     result["map"] = float(metrics.map_50_95(rows, gt, difficulty))
+    result["pr"] = {k: metrics.precision_recall(rows, gt, difficulty, subset=k)
+                    for k in ("easy", "medium", "hard") if result[k] == result[k]}
     pred_lm, true_lm, true_boxes = [], [], []
     for d, boxes, lms, vis in zip(dets, data["boxes"], data["landmarks"],
                                   data["landmark_visible"]):
@@ -315,7 +318,7 @@ def run_rows(rows: dict[str, dict], seeds: list[int], base: DetectorConfig, trai
         cfg = replace(base, seed=seed, **rows[row])
         run = train_detector(cfg, train_set, progress=False)
         scores = evaluate_detector(run["model"], val_set)
-        out[row][seed] = {**{k: v for k, v in scores.items() if k != "detections"},
+        out[row][seed] = {**{k: v for k, v in scores.items() if k not in ("detections", "pr")},
                           "losses": run["losses"], "terms": run["terms"],
                           "seconds": run["seconds"]}
     return out

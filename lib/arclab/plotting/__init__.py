@@ -6,7 +6,7 @@ titles the claim it shows and returns the ``Figure``.
 Taught in: notebooks/00_tour.ipynb
 """
 
-from arclab.plotting.detection import detections_on_scene, loss_terms, prior_boxes
+from arclab.plotting.detection import detections_on_scene, loss_terms, pr_curves, prior_boxes
 from arclab.plotting.evaluation import difficulty_curves, roc_log_fpr, tpr_against_negatives
 from arclab.plotting.geometry import angle_histograms, decision_regions, features_2d, features_3d
 from arclab.plotting.images import image_grid
@@ -28,7 +28,7 @@ from arclab.plotting.training import (
 )
 
 __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_regions",
-           "detections_on_scene", "difficulty_curves", "loss_terms", "prior_boxes",
+           "detections_on_scene", "difficulty_curves", "loss_terms", "pr_curves", "prior_boxes",
            "drop_tradeoff", "subcenter_angle_histograms",
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
            "overflow_policies", "target_logit_curves", "use_style", "embedding_projection",

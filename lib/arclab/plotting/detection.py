@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from arclab.plotting.images import _LANDMARK_COLOURS, _hwc
 from arclab.plotting.style import axes_or_new
 
-__all__ = ["DIFFICULTY_COLOURS", "detections_on_scene", "loss_terms", "prior_boxes"]
+__all__ = ["DIFFICULTY_COLOURS", "detections_on_scene", "loss_terms", "pr_curves",
+           "prior_boxes"]
 
 DIFFICULTY_COLOURS = ("#2ca02c", "#ff7f0e", "#d62728")
 """Ground-truth box colours: easy, medium, hard."""
@@ -95,4 +96,18 @@ def loss_terms(terms: dict[str, list[float]], *, smooth: int = 20,
     ax.set_xlabel("step"), ax.set_ylabel("loss term (unweighted)")
     ax.legend(fontsize=8)
     ax.set_title("multitask loss terms during training")
+    return fig
+
+
+def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], *,
+              ap: dict[str, float] | None = None, ax: Axes | None = None) -> Figure:
+    """Precision against recall per subset ({name: (recall, precision)}), AP in the legend."""
+    fig, ax = axes_or_new(ax, (4.6, 4.0))
+    for (name, (recall, precision)), colour in zip(curves.items(), DIFFICULTY_COLOURS):
+        label = name if ap is None else f"{name} (AP {100 * ap[name]:.1f})"
+        ax.plot(recall, precision, color=colour, label=label)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall"), ax.set_ylabel("precision")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("precision-recall at IoU 0.5, WIDER rules")
     return fig
