@@ -189,13 +189,104 @@ def _vendor_mathjax(static_dir: Path) -> None:
         shutil.copytree(src, dest, dirs_exist_ok=True)
 
 
+def _reproduces(title_source: str) -> str:
+    """The first sentence after "Reproduces:" in a notebook's title cell (blockquote marks and
+    line breaks removed, final period dropped)."""
+    import re
+
+    match = re.search(r"Reproduces:(.*?)(?:\n\s*\n|\Z)", title_source, re.S)
+    if match is None:
+        return ""
+    text = " ".join(line.strip().removeprefix(">").strip() for line in match[1].splitlines())
+    return re.split(r"\.\s+(?=[A-Z])", text.strip(), maxsplit=1)[0].rstrip(".")
+
+
+def _execution(nb, executed_dir: Path) -> tuple[str, str]:
+    """(profile, UTC end time as "YYYY-MM-DD HH:MM UTC") of an executed notebook, from the
+    metadata papermill wrote (the folder name and "unknown time" where it is missing)."""
+    from datetime import datetime, timezone
+
+    meta = nb.metadata.get("papermill", {})
+    profile = str(meta.get("parameters", {}).get("profile", executed_dir.name))
+    try:
+        end = datetime.fromisoformat(meta["end_time"]).astimezone(timezone.utc)
+        return profile, end.strftime("%Y-%m-%d %H:%M UTC")
+    except (KeyError, TypeError, ValueError):
+        return profile, "unknown time"
+
+
+def _run_note(stem: str, profile: str, when: str) -> str:
+    """The admonition under each chapter's title: downloads and the commands that run it."""
+    return "\n".join([
+        "```{admonition} Run this page yourself",
+        ":class: tip",
+        f"Executed headless with the `{profile}` profile ({when}) and rendered without",
+        "re-execution. Download {download}`the notebook <_clean/" + stem + ".ipynb>` (no outputs,",
+        "as in the repository); the download menu at the top of the page has this executed copy.",
+        "From a clone of the repository:",
+        "",
+        "    make lab                                      # JupyterLab, the project's kernel",
+        f"    python -m arclab.runner run --profile book {stem}"
+        f"   # headless, into build/book/",
+        "```",
+    ])
+
+
+def _stage_notebooks(executed_dir: Path, staged: Path, notebooks_dir: Path | None
+                     ) -> list[tuple[str, str, str, str]]:
+    """Copy executed notebooks into ``staged`` with the run note under each title, and the
+    clean sources into ``staged/_clean``; return (stem, reproduces, profile, when) per chapter.
+    """
+    import nbformat
+
+    shutil.rmtree(staged, ignore_errors=True)
+    (staged / "_clean").mkdir(parents=True)
+    chapters = []
+    for src in notebook_paths(notebooks_dir):
+        executed = executed_dir / src.name
+        if not executed.is_file():
+            raise FileNotFoundError(f"{executed} is missing; run the notebooks first "
+                                    f"(make notebooks PROFILE={executed_dir.name})")
+        shutil.copyfile(src, staged / "_clean" / src.name)
+        nb = nbformat.read(executed, as_version=4)
+        profile, when = _execution(nb, executed_dir)
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(_run_note(src.stem, profile, when)))
+        nbformat.write(nb, staged / src.name)
+        chapters.append((src.stem, _reproduces(nb.cells[0].source), profile, when))
+    return chapters
+
+
+def _chapter_list(chapters: list[tuple[str, str, str, str]]) -> str:
+    """Markdown for the intro page: each chapter, what it reproduces, its profile and time."""
+    from datetime import datetime, timezone
+
+    from arclab import __version__
+    from arclab.notebook import _git_sha
+
+    sha = _git_sha(repo_root())
+    sha = sha if sha == "unknown" else sha[:10] + ("-dirty" if sha.endswith("-dirty") else "")
+    profiles_used = sorted({profile for _, _, profile, _ in chapters})
+    lines = [f"Rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by arclab {__version__} "
+             f"(commit `{sha}`) from notebooks executed with the "
+             f"{', '.join(f'`{p}`' for p in profiles_used)} profile.", ""]
+    for stem, reproduces, profile, when in chapters:
+        what = f"reproduces {reproduces}" if reproduces else "reproduces no seed table"
+        lines.append(f"- {{doc}}`/notebooks/{stem}`: {what}. *Profile `{profile}`, "
+                     f"executed {when}.*")
+    return "\n".join(lines) + "\n"
+
+
 def build_book(executed_dir: Path, *, book_dir: Path | None = None,
                notebooks_dir: Path | None = None, strict: bool = True) -> Path:
     """Render the book from executed notebooks (no execution); return the HTML index path.
 
     Copies ``executed_dir/NN_*.ipynb`` into ``book_dir/notebooks/`` (fresh mtimes, so Sphinx
-    re-reads every page whose notebook changed) and MathJax into ``book_dir/_vendor/``, then runs
-    ``jupyter-book build`` (``-W -n --keep-going`` when ``strict``).
+    re-reads every page whose notebook changed), each with a note under its title: the profile
+    and time it was executed with, a download link to the clean notebook (copied to
+    ``notebooks/_clean/``) and the commands that run it. Writes ``notebooks/_chapters.md``
+    (included by the intro page: each chapter, what it reproduces, its profile and time), copies
+    MathJax into ``book_dir/_vendor/``, then runs ``jupyter-book build`` (``-W -n --keep-going``
+    when ``strict``).
 
     Raises:
         FileNotFoundError: an executed notebook the table of contents needs is missing.
@@ -203,14 +294,8 @@ def build_book(executed_dir: Path, *, book_dir: Path | None = None,
     """
     book_dir = book_dir or repo_root() / "book"
     staged = book_dir / "notebooks"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    for src in notebook_paths(notebooks_dir):
-        executed = executed_dir / src.name
-        if not executed.is_file():
-            raise FileNotFoundError(f"{executed} is missing; run the notebooks first "
-                                    f"(make notebooks PROFILE={executed_dir.name})")
-        shutil.copyfile(executed, staged / src.name)
+    chapters = _stage_notebooks(executed_dir, staged, notebooks_dir)
+    (staged / "_chapters.md").write_text(_chapter_list(chapters))
     _vendor_mathjax(book_dir / "_vendor")
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_dir)]
     cmd += ["-W", "-n", "--keep-going"] if strict else []
