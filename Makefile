@@ -13,7 +13,7 @@ PROFILE  ?= book
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 LIB      := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 EXECUTED  = $(patsubst notebooks/%.ipynb,build/$(PROFILE)/%.ipynb,$(NOTEBOOKS))
-BOOK_SRC := book/_config.yml book/_toc.yml $(wildcard book/*.md)
+BOOK_SRC := book/_config.yml book/_toc.yml $(wildcard book/*.md book/_ext/*.py book/_assets/*)
 BOOK_STAMP = book/_build/.built-$(PROFILE)
 
 .PHONY: venv test book notebooks lab lint clean distclean
