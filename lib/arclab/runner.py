@@ -225,9 +225,10 @@ def _run_note(stem: str, profile: str, when: str) -> str:
         "as in the repository); the download menu at the top of the page has this executed copy.",
         "From a clone of the repository:",
         "",
-        "    make lab                                      # JupyterLab, the project's kernel",
-        f"    python -m arclab.runner run --profile book {stem}"
-        f"   # headless, into build/book/",
+        "    # JupyterLab on notebooks/ with the project's kernel:",
+        "    make lab",
+        "    # or run it headless with the book profile, into build/book/:",
+        f"    python -m arclab.runner run --profile book {stem}",
         "```",
     ])
 
