@@ -14,7 +14,9 @@ Taught in: notebooks/10_retinaface.ipynb
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -29,9 +31,21 @@ BGR_MEAN = (104.0, 117.0, 123.0)
 
 
 def preprocess(images: Tensor) -> Tensor:
-    """RGB images in [0, 1], (B, 3, H, W) -> the port's input: BGR, 0–255, mean-subtracted."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    """RGB images in [0, 1] -> the port's input: BGR channel order, 0–255 scale, minus
+    :data:`BGR_MEAN` per channel (the port reads images with OpenCV and subtracts (104, 117,
+    123)); with this its published weights see what they were trained on.
+
+    Shapes: (B, 3, H, W) float -> (B, 3, H, W), same dtype and device.
+
+    Example:
+        >>> preprocess(torch.tensor([1.0, 0.5, 0.0])[None, :, None, None]).flatten().tolist()
+        [-104.0, 10.5, 132.0]
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B, 3, H, W) tensor, got "
+                         f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float with values in [0, 1], got {images.dtype}")
     mean = torch.tensor(BGR_MEAN, device=images.device, dtype=images.dtype)[:, None, None]
     return images.flip(1) * 255 - mean
 
@@ -162,13 +176,26 @@ class _Head(nn.Module):
 class RetinaFace(nn.Module):
     """RetinaFace with the port's layout (see the module docstring).
 
+    Input: what :func:`preprocess` makes of RGB images in [0, 1] (BGR, 0–255, minus
+    :data:`BGR_MEAN`); any H and W (the levels have ⌈H/s⌉ × ⌈W/s⌉ cells, s = 8, 16, 32).
+
     Args:
-        backbone: ``"mobilenet0.25"`` (64 pyramid channels) or ``"resnet50"`` (256).
-        context: ``"ssh"`` or ``"ssh_dcn"`` (deformable last convs in each SSH branch).
-        out_channels: pyramid/context channels (default: the port's).
+        backbone: ``"mobilenet0.25"`` (the port's MobileNetV1 ×0.25, 64 pyramid channels) or
+            ``"resnet50"`` (torchvision's, randomly initialised, 256).
+        context: ``"ssh"`` or ``"ssh_dcn"`` (the last conv of each SSH branch deformable, its
+            offsets from a zero-initialised conv, so it starts as ``"ssh"``).
+        out_channels: pyramid/context channels, a positive multiple of 4 (default: the port's).
         anchors_per_cell: anchors per cell and level (2 for the port's priors).
-        dense_dim: > 0 adds a per-anchor head of that width (``DenseHead``) for the dense
-            pixel term.
+        dense_dim: > 0 adds a per-anchor head ``DenseHead`` of that width (the dense
+            regression of the paper's pixel term; not in the port's weights).
+
+    Raises:
+        ValueError: an unknown backbone or context, or a non-positive size.
+
+    Example:
+        >>> out = RetinaFace()(preprocess(torch.rand(1, 3, 64, 64)))
+        >>> {k: tuple(v.shape) for k, v in out.items()}  # 8·8·2 + 4·4·2 + 2·2·2 priors
+        {'cls': (1, 168, 2), 'box': (1, 168, 4), 'landmarks': (1, 168, 10)}
     """
 
     def __init__(self, backbone: str = "mobilenet0.25", *, context: str = "ssh",
@@ -186,7 +213,11 @@ class RetinaFace(nn.Module):
                              f"{backbone!r}")
         if context not in ("ssh", "ssh_dcn"):
             raise ValueError(f"context must be 'ssh' or 'ssh_dcn', got {context!r}")
-        out = out_channels or default_out
+        out = default_out if out_channels is None else out_channels
+        for name, value, low in (("out_channels", out, 4), ("anchors_per_cell",
+                                 anchors_per_cell, 1), ("dense_dim", dense_dim, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.fpn = _FPN(channels, out)
         for i in (1, 2, 3):
             self.add_module(f"ssh{i}", _SSH(out, out, deformable=context == "ssh_dcn"))
@@ -209,25 +240,44 @@ class RetinaFace(nn.Module):
         return out
 
 
-def load_port_weights(model: RetinaFace, source: str | Path | dict) -> RetinaFace:
-    """Load the port's weights (a file or a state dict) strictly, after stripping a
-    ``module.`` prefix (DataParallel). Files are read with ``torch.load(weights_only=True)``.
+def load_port_weights(model: RetinaFace, source: str | Path | Mapping) -> RetinaFace:
+    """Load the port's weights (``mobilenet0.25_Final.pth`` / ``Resnet50_Final.pth``, a path,
+    or a state dict) into ``model`` strictly, after stripping a ``module.`` prefix
+    (DataParallel) and unwrapping a ``{"state_dict": ...}`` checkpoint as the port's
+    ``load_model`` does. A file is treated as hostile: ``torch.load(weights_only=True)``,
+    which refuses anything but tensors and plain containers.
+
+    The port's weights fit ``RetinaFace(backbone)`` with the default context, channels and
+    anchors and no dense head (the DCN offsets and ``DenseHead`` are not in the port).
 
     Raises:
-        ValueError: not a mapping of tensors, or keys / shapes that differ from the model's
-            (named).
+        ValueError: an unreadable or non-weights file, not a mapping of names to tensors, or
+            keys / shapes that differ from the model's (all named, with counts).
     """
-    state = source if isinstance(source, dict) else torch.load(
-        Path(source), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError("the weights must be a state dict (a mapping of names to tensors)")
+    if isinstance(source, Mapping):
+        state = source
+    else:
+        try:
+            state = torch.load(Path(source), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+            raise ValueError(f"source {str(source)!r} could not be read as a weights-only "
+                             f"torch file: {err}") from err
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError("source must be a state dict (a mapping of names to tensors), got "
+                         f"{type(state).__name__}")
     state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                   for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        raise ValueError(f"weights do not fit this RetinaFace: missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}, wrong shapes {wrong[:5]}")
+        def listed(names: list[str]) -> str:
+            return f"{names[:10]}" + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+
+        raise ValueError(f"weights do not fit this RetinaFace: missing {listed(missing)}, "
+                         f"unexpected {listed(unexpected)}, wrong shapes {listed(wrong)}")
     model.load_state_dict(state, strict=True)
     return model
