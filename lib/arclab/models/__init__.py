@@ -5,11 +5,18 @@ Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
 from arclab.models.embed import embed_images, extract_embeddings
-from arclab.models.flops import backbone_costs, check_track, count_flops
+from arclab.models.flops import (
+    TRACK_LIMITS,
+    backbone_costs,
+    check_track,
+    count_flops,
+    track_margins,
+)
 from arclab.models.iresnet import IRESNET_LAYERS, MODEL_NAMES, get_model, iresnet
 from arclab.models.mobilefacenet import mobilefacenet, y2
 from arclab.models.mobilenet_lfr import mnet_lfr
 
-__all__ = ["IRESNET_LAYERS", "MODEL_NAMES", "backbone_costs", "check_track", "count_flops",
+__all__ = ["IRESNET_LAYERS", "MODEL_NAMES", "TRACK_LIMITS", "backbone_costs", "check_track",
+           "count_flops", "track_margins",
            "embed_images", "extract_embeddings", "get_model", "iresnet", "mnet_lfr",
            "mobilefacenet", "y2"]

@@ -26,6 +26,7 @@ Taught in: notebooks/04_training_a_face_model.ipynb
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from arclab.atomic import atomic_path
+from arclab.distill import feature_distillation_loss, teacher_head_weight
 from arclab.heads import make_head
 from arclab.margins import MarginLoss
 from arclab.models import get_model
@@ -77,7 +79,8 @@ class _Net(nn.Module):
                else nullcontext())
         with ctx:
             emb = self.model(x)
-        return self.head(emb.float())  # cosines and arccos stay in fp32
+        self.embedding = emb.float()  # read by the distillation term
+        return self.head(self.embedding)  # cosines and arccos stay in fp32
 
 
 def same_run(stored: dict | None, cfg: TrainConfig) -> bool:
@@ -157,6 +160,39 @@ def _clip_sharded(dense: list[Tensor], fc_weight: Tensor, max_norm: float, world
             p.grad.mul_(coef)
 
 
+def _check_teacher(teacher: dict | None, cfg: TrainConfig, sharded: bool, head: nn.Module,
+                   dev: torch.device) -> dict | None:
+    """Validate ``train``'s ``teacher`` argument; copy (and freeze) its head when asked;
+    return {"model": the frozen teacher on ``dev`` in eval mode, "weight"} or None."""
+    if teacher is None:
+        return None
+    unknown = sorted(set(teacher) - {"model", "weight", "copy_head", "head"})
+    if unknown or not isinstance(teacher.get("model"), nn.Module):
+        raise ValueError("teacher must be {'model': nn.Module, 'weight': float, 'copy_head': "
+                         f"bool, 'head': state dict}}; got keys {sorted(teacher)}")
+    if sharded or cfg.margin in ("softmax", "triplet"):
+        raise ValueError("distillation needs fc 'dense' and a cosine margin, got fc "
+                         f"{cfg.fc!r}, margin {cfg.margin!r}")
+    weight = teacher.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+            or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"teacher['weight'] must be a finite number >= 0, got {weight!r}")
+    model = teacher["model"].to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        probe = model(torch.zeros(2, 3, cfg.input_size, cfg.input_size, device=dev))
+    if probe.shape != (2, cfg.embedding_size):
+        raise ValueError(f"the teacher maps {cfg.input_size}x{cfg.input_size} images to "
+                         f"{tuple(probe.shape[1:])} features, the student to "
+                         f"({cfg.embedding_size},): they must match")
+    if teacher.get("copy_head", False):
+        with torch.no_grad():
+            head.weight.copy_(teacher_head_weight(teacher.get("head") or {}, head))
+        head.weight.requires_grad_(False)
+    return {"model": model, "weight": float(weight)}
+
+
 def _keep_log(path: Path, upto: int) -> None:
     """Drop log lines of steps a resumed run is about to redo (step >= ``upto``)."""
     if not path.is_file():
@@ -169,7 +205,8 @@ def _keep_log(path: Path, upto: int) -> None:
 
 def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
           validate: Validator | None = None, max_steps: int | None = None,
-          device: str | torch.device | None = None, progress: bool = True) -> dict:
+          device: str | torch.device | None = None, progress: bool = True,
+          teacher: dict | None = None) -> dict:
     """Train on ``dataset`` (items: (3, H, W) float image in [−1, 1], int label in
     [0, n_classes)).
 
@@ -178,6 +215,13 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     Writes ``log.jsonl`` (one line per step: step, loss, lr, images/s; one per validation:
     step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end.
     ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
+
+    ``teacher`` distils a trained model into this one (:mod:`arclab.distill`):
+    {"model": the teacher backbone (same input size and embedding size), "weight": λ of the
+    feature term added to the loss, "copy_head": whether to start from the teacher's classifier
+    ("head": its state dict) and keep it fixed}. The logged loss is the margin loss; the
+    feature term is logged as ``distill``. The caller keys the run directory by the teacher
+    (:func:`arclab.train.spec.run_dir` does).
 
     Returns:
         {"losses": every step's loss so far, "target_angles": every step's mean angle θ_y
@@ -224,6 +268,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
                          subcenters=cfg.subcenters).to(dev)
         loss_fn = MarginLoss(cfg.margin, s=cfg.s, gradient=cfg.gradient,
                              overflow=cfg.overflow)
+    distill = _check_teacher(teacher, cfg, sharded, head, dev)
     net: nn.Module = _Net(model, nn.Identity() if sharded else head, dtype)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -241,6 +286,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     losses: list[float] = []
     angles: list[float] = []
+    distilled: list[float] = []
     cosine_head = cfg.margin not in ("softmax", "triplet")
     history: list[dict] = []
     start = 0
@@ -257,6 +303,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
         scaler.load_state_dict(state["scaler"])
         losses, history = list(state["losses"]), list(state["validation"])
         angles = list(state.get("target_angles", []))
+        distilled = list(state.get("distill_losses", []))
         start = int(state["step"])
     stop = total if max_steps is None else min(total, max_steps)
 
@@ -270,7 +317,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
                 torch.save({"model": model.state_dict(), "head": head_state, **extra,
                             "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                             "step": step, "losses": losses, "validation": history,
-                            "target_angles": angles,
+                            "target_angles": angles, "distill_losses": distilled,
                             "config": cfg.to_dict()}, tmp)
 
     def run_validation(step: int, log) -> None:
@@ -303,9 +350,17 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}")
+            objective = loss
+            if distill is not None:
+                with torch.no_grad():
+                    target = distill["model"](x.to(dev, non_blocking=True)).float()
+                emb = (net.module if world > 1 else net).embedding
+                feat = feature_distillation_loss(emb, target)
+                objective = loss + distill["weight"] * feat
+                distilled.append(feat.item())
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
             if cfg.grad_clip > 0:
                 for o in optimizers:
                     scaler.unscale_(o)
@@ -332,7 +387,8 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             if rank == 0:
                 log.write(json.dumps({"step": step, "loss": losses[-1], "lr": lr,
                                       "images_per_s": rate}
-                                     | ({"theta_y_deg": angles[-1]} if cosine_head else {}))
+                                     | ({"theta_y_deg": angles[-1]} if cosine_head else {})
+                                     | ({"distill": distilled[-1]} if distill else {}))
                           + "\n")
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}",
                                 img_s=f"{rate:.0f}", refresh=False)
@@ -344,6 +400,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             run_validation(stop, log)
     bar.close()
     save(stop)
-    return {"losses": losses, "target_angles": angles, "step": stop, "total_steps": total,
+    return {"losses": losses, "target_angles": angles, "distill_losses": distilled,
+            "step": stop, "total_steps": total,
             "model": model,
             "head": head, "validation": history}

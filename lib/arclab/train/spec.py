@@ -17,6 +17,11 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
     validation:             # name: a SynthFaces protocol (lfw, cfp_fp, agedb) with its
       lfw: {n_identities: 100, pairs_per_fold: 60}   # arguments, or {bin: FILE.bin}
       my_lfw: {bin: data/lfw.bin}
+    distill:                # optional: knowledge distillation (arclab.distill)
+      teacher: {train: ..., data: ...}   # a spec, trained (or reloaded) first
+      # checkpoint: runs/big/checkpoint.pt  # or a checkpoint written by arclab.train
+      weight: 1.0           # λ of the feature term
+      copy_head: true       # start from the teacher's classifier and keep it fixed
 
 Taught in: notebooks/04_training_a_face_model.ipynb
 """
@@ -37,7 +42,8 @@ from arclab.train.config import TrainConfig, load_config, weights_key
 __all__ = ["build_dataset", "build_validator", "load_spec", "run_dir", "run_spec",
            "synth_training_set", "tutorial_spec"]
 
-_SECTIONS = ("train", "data", "validation")
+_SECTIONS = ("train", "data", "validation", "distill")
+_DISTILL_KEYS = {"teacher", "checkpoint", "weight", "copy_head"}
 _SOURCES = {"synthfaces": {"n_identities", "n_per_identity", "synth", "label_noise", "keep"},
             "imagefolder": {"root"}, "recordio": {"rec", "idx"}}
 
@@ -85,8 +91,41 @@ def load_spec(source: dict | str | Path) -> dict:
         if not isinstance(entry, dict):
             raise ValueError(f"validation.{name} must be a mapping, got {entry!r}")
         _check_validation(name, entry)
-    return {"train": train, "data": data,
-            "validation": validation}
+    spec = {"train": train, "data": data, "validation": validation}
+    if raw.get("distill") is not None:
+        spec["distill"] = _load_distill(raw["distill"], train)
+    return spec
+
+
+def _load_distill(raw, train: TrainConfig) -> dict:
+    if not isinstance(raw, dict) or set(raw) - _DISTILL_KEYS:
+        keys = sorted(set(raw) - _DISTILL_KEYS) if isinstance(raw, dict) else raw
+        raise ValueError(f"distill must be a mapping with keys among {sorted(_DISTILL_KEYS)}; "
+                         f"unknown: {keys!r}")
+    if ("teacher" in raw) == ("checkpoint" in raw):
+        raise ValueError("distill needs exactly one of 'teacher' (a spec) or 'checkpoint' "
+                         "(a file written by arclab.train)")
+    weight, copy_head = raw.get("weight", 1.0), raw.get("copy_head", False)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 \
+            or weight == float("inf"):
+        raise ValueError(f"distill.weight must be a finite number >= 0, got {weight!r}")
+    if not isinstance(copy_head, bool):
+        raise ValueError(f"distill.copy_head must be true or false, got {copy_head!r}")
+    out = {"weight": float(weight), "copy_head": copy_head}
+    if "teacher" in raw:
+        teacher = raw["teacher"]
+        teacher = teacher if isinstance(teacher.get("train") if isinstance(teacher, dict)
+                                         else None, TrainConfig) else load_spec(teacher)
+        if teacher["train"].input_size != train.input_size:
+            raise ValueError(f"distill.teacher trains at {teacher['train'].input_size} px, the "
+                             f"student at {train.input_size} px: they must see the same images")
+        out["teacher"] = teacher
+    else:
+        path = Path(raw["checkpoint"])
+        if not path.is_file():
+            raise ValueError(f"distill.checkpoint {str(path)!r} is not a file")
+        out["checkpoint"] = str(path)
+    return out
 
 
 def _synth_keys(synth: dict | None) -> dict:
@@ -250,8 +289,25 @@ def build_validator(validation: dict, data: dict, size: int, *, batch_size: int 
 
 
 def _spec_dict(spec: dict) -> dict:
-    return {"train": spec["train"].to_dict(), "data": spec["data"],
-            "validation": spec["validation"]}
+    out = {"train": spec["train"].to_dict(), "data": spec["data"],
+           "validation": spec["validation"]}
+    if spec.get("distill"):
+        d = spec["distill"]
+        out["distill"] = {k: _spec_dict(v) if k == "teacher" else v for k, v in d.items()}
+    return out
+
+
+def _distill_key(distill: dict) -> dict:
+    """What of a distill section decides the student's weights: the teacher's own run key
+    (or the checkpoint file's SHA-256), the weight and copy_head."""
+    key = {"weight": distill["weight"], "copy_head": distill["copy_head"]}
+    if "teacher" in distill:
+        return key | {"teacher": run_dir(distill["teacher"], "").name}
+    digest = hashlib.sha256()
+    with open(distill["checkpoint"], "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return key | {"checkpoint_sha256": digest.hexdigest()}
 
 
 def run_dir(spec: dict, root: str | Path | None = None) -> Path:
@@ -263,8 +319,10 @@ def run_dir(spec: dict, root: str | Path | None = None) -> Path:
 
     root = Path(root) if root is not None else cache_dir() / "runs"
     train = weights_key(spec["train"].to_dict())
-    blob = json.dumps({"train": train, "data": spec["data"], "render": RENDER_VERSION},
-                      sort_keys=True)
+    content = {"train": train, "data": spec["data"], "render": RENDER_VERSION}
+    if spec.get("distill"):  # absent for plain runs, so their hashes are what they were
+        content["distill"] = _distill_key(spec["distill"])
+    blob = json.dumps(content, sort_keys=True)
     return root / hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -284,9 +342,42 @@ def run_spec(spec: dict | str | Path, out_dir: str | Path | None = None, *,
     size = spec["train"].input_size
     dataset, n_classes = build_dataset(spec["data"], size, progress=progress)
     validate = build_validator(spec["validation"], spec["data"], size)
+    teacher = _teacher(spec["distill"], device, progress) if spec.get("distill") else None
     result = train(spec["train"], dataset, n_classes, out, validate=validate,
-                   max_steps=max_steps, device=device, progress=progress)
+                   max_steps=max_steps, device=device, progress=progress, teacher=teacher)
     return {**result, "out_dir": out, "spec": copy.deepcopy(spec)}
+
+
+def _teacher(distill: dict, device: str | None, progress: bool) -> dict:
+    """``train``'s teacher argument: the teacher spec's run (trained first if it is not
+    finished) or a checkpoint written by :func:`arclab.train.train`, read as untrusted
+    (``weights_only``), its backbone rebuilt from the config stored in it."""
+    from arclab.models import get_model
+
+    if "teacher" in distill:
+        run = run_spec(distill["teacher"], device=device, progress=progress)
+        model, head = run["model"], run["head"].state_dict()
+    else:
+        path = distill["checkpoint"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"distill.checkpoint {path!r} is not a checkpoint torch.load("
+                             f"weights_only=True) can read: {err}") from None
+        if not isinstance(state, dict) or not {"config", "model"} <= set(state):
+            raise ValueError(f"distill.checkpoint {path!r} has no 'config' and 'model': it was "
+                             "not written by arclab.train")
+        cfg = load_config(state["config"])
+        model = get_model(cfg.backbone, embedding_size=cfg.embedding_size,
+                          input_size=cfg.input_size)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ValueError(f"distill.checkpoint {path!r}: its weights do not fit the "
+                             f"backbone its config names ({cfg.backbone}): {err}") from None
+        head = state.get("head") or {}
+    return {"model": model, "head": head, "weight": distill["weight"],
+            "copy_head": distill["copy_head"]}
 
 
 def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size: int = 128,
@@ -296,7 +387,8 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   overflow: str = "monotonic", validation: dict | None = None,
                   validate_every: int = 0, subcenters: int = 1,
                   label_noise: dict | None = None, keep: list[int] | None = None,
-                  synth: dict | None = None) -> dict:
+                  synth: dict | None = None, distill: dict | None = None,
+                  weight_decay: float = 5e-4) -> dict:
     """The notebooks' SynthFaces recipe as a checked spec: SGD lr 0.1, 20 warm-up steps,
     step decay at 50% and 75%, the given margin (or "triplet", P × 4 batches) and scale, a
     checkpoint every 200 steps. ``seed`` seeds the initialisation and the batch order,
@@ -304,7 +396,8 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
     Notebooks that pass the same arguments share one cached run (validation aside).
     ``subcenters``, ``label_noise`` and ``keep`` go to the spec as they are (sub-center
     ArcFace on noisy data, retraining on a kept subset); ``synth`` adds SynthConfig keys
-    (e.g. ``{"nuisance": 0.5}``) to the data's seed.
+    (e.g. ``{"nuisance": 0.5}``) to the data's seed; ``distill`` is a spec's distill section
+    (its ``teacher`` may be another ``tutorial_spec``).
 
     Example:
         >>> tutorial_spec(backbone="mbf", epochs=2)["train"].backbone
@@ -314,6 +407,7 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
         "train": {"backbone": backbone, "embedding_size": embedding_size,
                   "input_size": input_size, "margin": margin, "s": scale, "lr": 0.1,
                   "batch_size": batch_size, "epochs": epochs, "warmup_steps": 20,
+                  "weight_decay": weight_decay,
                   "validate_every": validate_every, "checkpoint_every": 200, "seed": seed,
                   "gradient": gradient, "overflow": overflow, "subcenters": subcenters},
         "data": {"source": "synthfaces", "n_identities": n_train_ids,
@@ -321,4 +415,4 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                  "synth": {"seed": seed if data_seed is None else data_seed} | (synth or {})}
         | ({"label_noise": dict(label_noise)} if label_noise else {})
         | ({"keep": [int(i) for i in keep]} if keep is not None else {}),
-        "validation": validation or {}})
+        "validation": validation or {}} | ({"distill": distill} if distill else {}))
