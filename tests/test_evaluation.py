@@ -598,3 +598,33 @@ def test_wilson_interval_contains_the_estimate_at_zero_and_all():
     assert wilson(0, 1000, 0.95)[0] == 0.0 and wilson(1000, 1000, 0.95)[1] == 1.0
     z = 1.959963984540054  # upper bound at 0 of n: z²/(n + z²)
     assert wilson(0, 1000, 0.95)[1] == pytest.approx(z * z / (1000 + z * z), rel=1e-12)
+
+
+def test_score_submission_reads_the_file_checks_it_and_scores_every_pair(tmp_path):
+    """The organiser's score of a written file equals a brute-force sort of its float32
+    scores; a file with a row missing, or with 513-d features, is refused by name."""
+    from arclab.evaluation import score_submission, write_features
+
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.arange(40).repeat_interleave(3)
+    feats = torch.randn(40, 8, generator=gen)[ids] + 0.8 * torch.randn(120, 8, generator=gen)
+    path = tmp_path / "image_track.bin"
+    write_features(path, feats)
+    fprs = [1e-1, 1e-2, 1e-3]
+    got = score_submission(path, ids.numpy(), fprs)
+    x = torch.nn.functional.normalize(feats, dim=1)
+    iu = torch.triu_indices(120, 120, 1)
+    scores = (x @ x.T)[iu[0], iu[1]]
+    same = ids[iu[0]] == ids[iu[1]]
+    neg = scores[~same].sort(descending=True).values
+    for f in fprs:
+        k = int(np.floor(f * len(neg)))
+        assert got[f]["tpr"] == pytest.approx((scores[same] > neg[k]).double().mean().item(),
+                                              abs=1.5 / same.sum().item())
+        assert got[f]["n_neg"] == len(neg) and got[f]["n_pos"] == int(same.sum())
+    with pytest.raises(ValueError, match="has 120 rows; the test list has 121 items"):
+        score_submission(path, np.r_[ids.numpy(), 0], fprs)
+    wide = tmp_path / "wide.bin"
+    write_features(wide, torch.randn(120, 513, generator=gen))
+    with pytest.raises(ValueError, match="513-d features; the rules allow at most 512"):
+        score_submission(wide, ids.numpy(), fprs)

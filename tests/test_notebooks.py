@@ -420,3 +420,39 @@ def test_12_alignment_rows_and_the_ground_truth_row_recomputed(smoke_run, tmp_pa
                    progress=False)
     assert r[1e-3]["tpr"] == pytest.approx(res["one_model"]["ground_truth"]["TPR@1e-3"],
                                            abs=1e-6)
+
+
+def test_09_challenge_rules_tables_submission_and_distillation(smoke_run):
+    from arclab.models import MODEL_NAMES
+
+    res = results(smoke_run, "09_lightweight_challenge")
+    p = smoke_params("09_lightweight_challenge", {"seed": 0, "embedding_size": 256})
+    # the rules, re-applied here from the counted numbers
+    assert set(res["costs_112"]) == set(MODEL_NAMES)
+    for c in res["costs_112"].values():
+        assert c["light"] == (c["flops"] <= 1e9 and c["size_mb"] <= 20
+                              and c["embedding_size"] <= 512)
+        assert c["large"] == (c["flops"] <= 30e9 and c["embedding_size"] <= 512)
+        assert c["size_mb"] == pytest.approx(c["params"] * 4 / 1e6)
+    assert res["costs_112"]["y2"]["flops"] == pytest.approx(933e6, rel=0.01)  # the README's
+    for row in res["macs_vs_flops"].values():
+        assert row["light (challenge FLOPs)"] == (row["GFLOPs"] <= 1)
+        assert row["light (MACs taken as FLOPs)"] == (row["GMACs"] <= 1)
+        assert row["GFLOPs"] == pytest.approx(2 * row["GMACs"], rel=0.02)
+    # every model on every FPR; pair counts in closed form; chance is TPR = FPR
+    models = {"light", "large", "light, distilled"}
+    assert set(res["image"]) == models
+    n = p["n_ids"] * p["n_images"]
+    n_pos = p["n_ids"] * p["n_images"] * (p["n_images"] - 1) // 2
+    assert res["n_pairs"] == {"positive": n_pos, "negative": n * (n - 1) // 2 - n_pos}
+    for name, rows in res["image"].items():
+        for f, r in rows.items():
+            assert r["n_pos"] == n_pos and r["fpr_achieved"] <= float(f)
+            assert r["tpr_ci"][0] <= r["tpr"] <= r["tpr_ci"][1]
+        assert rows[str(1e-1)]["tpr"] > 0.2, name  # twice chance at the loosest FPR
+    assert set(res["video"]) == {f"{m}, {w}" for m in models for w in ("mean", "norm3")}
+    assert res["submission_equal"] is True
+    assert set(res["refusals"]) == {"a row missing", "513-d features"}
+    assert "the rules allow at most 512" in res["refusals"]["513-d features"]
+    assert 0 <= res["to_teacher"]["light, distilled"] <= 4
+    assert len(res["claims"]) == 9

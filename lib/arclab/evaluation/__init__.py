@@ -4,7 +4,9 @@
   memory that does not grow with the number of pairs (the lightweight challenge's protocol);
 - :mod:`~arclab.evaluation.protocols`: LFW-style 10-fold accuracy, template/video aggregation
   and IJB-style TAR@FAR over a pair list;
-- :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files.
+- :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files;
+- :mod:`~arclab.evaluation.challenge`: scoring a submitted file as the organisers do, and
+  the paper's TPR-at-FPR tables.
 
 Taught in: notebooks/08_trillion_pairs.ipynb
 """
@@ -13,17 +15,21 @@ from __future__ import annotations
 
 from arclab.evaluation._tiles import all_pair_scores
 from arclab.evaluation.allpairs import DEFAULT_BINS, roc_curve_allpairs, tpr_at_fpr
+from arclab.evaluation.challenge import ci_above, score_submission, tpr_rows
 from arclab.evaluation.fileformat import read_features, write_features
 from arclab.evaluation.protocols import tar_at_far, template_features, verification_accuracy_10fold
 
 __all__ = [
     "DEFAULT_BINS",
     "all_pair_scores",
+    "ci_above",
     "read_features",
     "roc_curve_allpairs",
+    "score_submission",
     "tar_at_far",
     "template_features",
     "tpr_at_fpr",
+    "tpr_rows",
     "verification_accuracy_10fold",
     "write_features",
 ]

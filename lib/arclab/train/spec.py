@@ -388,7 +388,8 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   validate_every: int = 0, subcenters: int = 1,
                   label_noise: dict | None = None, keep: list[int] | None = None,
                   synth: dict | None = None, distill: dict | None = None,
-                  weight_decay: float = 5e-4) -> dict:
+                  weight_decay: float = 5e-4,
+                  milestones: tuple[float, ...] = (0.5, 0.75)) -> dict:
     """The notebooks' SynthFaces recipe as a checked spec: SGD lr 0.1, 20 warm-up steps,
     step decay at 50% and 75%, the given margin (or "triplet", P × 4 batches) and scale, a
     checkpoint every 200 steps. ``seed`` seeds the initialisation and the batch order,
@@ -407,7 +408,7 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
         "train": {"backbone": backbone, "embedding_size": embedding_size,
                   "input_size": input_size, "margin": margin, "s": scale, "lr": 0.1,
                   "batch_size": batch_size, "epochs": epochs, "warmup_steps": 20,
-                  "weight_decay": weight_decay,
+                  "weight_decay": weight_decay, "milestones": list(milestones),
                   "validate_every": validate_every, "checkpoint_every": 200, "seed": seed,
                   "gradient": gradient, "overflow": overflow, "subcenters": subcenters},
         "data": {"source": "synthfaces", "n_identities": n_train_ids,
