@@ -1,0 +1,217 @@
+"""Face images from a trained recognition model alone: invert its embedding with the model's
+gradient, using the batch-normalisation statistics stored in the model as the image prior.
+
+The sub-center ArcFace TPAMI paper (seed 003) generates identity-preserving faces "without
+training any additional generator or discriminator ... only by using the network gradient and
+Batch Normalization (BN) priors". The method (as in DeepInversion, Yin et al. 2020): start from
+noise x and minimise
+
+    L(x) = (1 − cos(f(x), t))                                   identity: embedding → target
+         + λ_bn · Σ_l ( ‖μ_l(x) − μ̂_l‖₂ + ‖σ²_l(x) − σ̂²_l‖₂ )   BN prior
+         + λ_tv · TV(x) + λ_l2 · mean(x²)                       image priors
+
+where μ_l(x), σ²_l(x) are the per-channel mean and (biased) variance of the input of BN layer l
+over the batch and the spatial positions, and μ̂_l, σ̂²_l its running statistics (what real
+training faces produced). The model stays in eval mode (BN normalises with its running
+statistics), each step sees x shifted by a random jitter and randomly mirrored, and x is kept
+in the training range [−1, 1]. ``t`` is one target per image: a class centre of the trained
+classifier (an identity *inside* the training set) or the embedding of a real face (any
+identity).
+
+Taught in: notebooks/13_inversion.ipynb
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["bn_statistics_loss", "invert", "total_variation"]
+
+
+def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            and m.running_mean is not None]
+
+
+class _Statistics:
+    """Forward hooks on every BN layer that add its batch-statistics distance to ``total``."""
+
+    def __init__(self, layers) -> None:
+        self.total: Tensor | None = None
+        self.handles = [m.register_forward_hook(self._hook) for m in layers]
+
+    def _hook(self, module, inputs, _output) -> None:
+        x = inputs[0]
+        dims = [0] + list(range(2, x.ndim))  # batch and every spatial axis
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        term = (torch.linalg.vector_norm(mean - module.running_mean)
+                + torch.linalg.vector_norm(var - module.running_var))
+        self.total = term if self.total is None else self.total + term
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def bn_statistics_loss(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``model`` on ``x`` and return (its output, Σ_l ‖μ_l − μ̂_l‖₂ + ‖σ²_l − σ̂²_l‖₂) over
+    its BatchNorm layers with running statistics; statistics over the batch and the spatial
+    positions, the variance biased (divided by the count), as BN computes it in training.
+
+    Raises:
+        ValueError: the model has no BatchNorm layer with running statistics.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2).eval()
+        >>> _, loss = bn_statistics_loss(bn, torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
+        >>> round(loss.item(), 4)  # ‖(2, 0) − 0‖ + ‖(1, 0) − (1, 1)‖
+        3.0
+    """
+    layers = _bn_layers(model)
+    if not layers:
+        raise ValueError("model must contain BatchNorm layers with running statistics (the "
+                         "prior is their stored mean and variance)")
+    stats = _Statistics(layers)
+    try:
+        out = model(x)
+    finally:
+        stats.close()
+    return out, stats.total
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Mean absolute difference between horizontally and vertically adjacent pixels of
+    (B, C, H, W) images (the anisotropic TV, averaged over every difference).
+
+    Example:
+        >>> total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]]))  # |1-0| twice, 0 twice
+        tensor(0.5000)
+    """
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs()
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs()
+    return (dh.sum() + dw.sum()) / (dh.numel() + dw.numel())
+
+
+def _check_number(name: str, value, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def invert(model: nn.Module, target: Tensor, *, input_size: int, steps: int = 300,
+           lr: float = 0.05, bn_weight: float = 0.01, tv_weight: float = 0.05,
+           l2_weight: float = 0.0, jitter: int = 2, flip: bool = True, seed: int = 0,
+           init: Tensor | None = None, device: str | torch.device | None = None,
+           progress: bool = True) -> dict:
+    """Images whose embeddings match ``target``, with the BN statistics as the prior.
+
+    Args:
+        model: a trained backbone, (B, 3, S, S) in [−1, 1] -> (B, D); used in eval mode, its
+            parameters untouched (their gradients are not kept).
+        target: (B, D) one target embedding per image (normalised here).
+        input_size: S, the model's input size in pixels.
+        steps: Adam steps.
+        lr: Adam learning rate, in units of the [−1, 1] pixel range.
+        bn_weight: λ_bn (0 turns the BN prior off).
+        tv_weight, l2_weight: λ_tv and λ_l2 of the image priors.
+        jitter: the largest random shift, in pixels, applied before each step (0: none).
+        flip: mirror the batch at random on each step.
+        seed: seeds the starting noise and the jitter, so a call is reproducible.
+        init: (B, 3, S, S) starting images instead of noise.
+        device: where to run (default: the model's device).
+        progress: show a progress bar.
+
+    Returns:
+        {"images": (B, 3, S, S) float in [−1, 1] on the CPU, "cosine": (B,) final cosine
+        between each image's embedding (unjittered) and its target, "history": {"cosine",
+        "bn", "tv"} per step (batch means; "bn" is the unweighted statistics distance)}.
+
+    Raises:
+        ValueError: target not (B, D) finite and nonzero, or D not the model's; bad numbers;
+            bn_weight > 0 on a model without BatchNorm layers.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 8:
+        raise ValueError(f"input_size must be an integer >= 8 pixels, got {input_size!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0:
+        raise ValueError(f"jitter must be an integer >= 0 pixels, got {jitter!r}")
+    lr = _check_number("lr", lr, 1e-12)
+    bn_weight = _check_number("bn_weight", bn_weight)
+    tv_weight = _check_number("tv_weight", tv_weight)
+    l2_weight = _check_number("l2_weight", l2_weight)
+    if not isinstance(target, Tensor) or target.ndim != 2 or target.shape[0] < 1:
+        raise ValueError(f"target must be a (B, D) tensor, got "
+                         f"{tuple(target.shape) if isinstance(target, Tensor) else target!r}")
+    if not torch.isfinite(target).all() or (target.norm(dim=1) == 0).any():
+        raise ValueError("target must be finite with no zero rows")
+    if bn_weight > 0 and not _bn_layers(model):
+        raise ValueError("bn_weight > 0 needs a model with BatchNorm layers; pass bn_weight=0")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    shape = (target.shape[0], 3, input_size, input_size)
+    if init is None:
+        x0 = 0.5 * torch.randn(shape, generator=gen)
+    else:
+        if tuple(init.shape) != shape:
+            raise ValueError(f"init must have shape {shape}, got {tuple(init.shape)}")
+        x0 = init.detach().float().cpu()
+    x = x0.clamp(-1, 1).to(dev).requires_grad_(True)
+    t = F.normalize(target.detach().float(), dim=1).to(dev)
+    try:
+        with torch.no_grad():
+            probe = model(x[:1])
+        if probe.ndim != 2 or probe.shape[1] != t.shape[1]:
+            raise ValueError(f"target has D = {t.shape[1]}, the model outputs "
+                             f"{tuple(probe.shape[1:])}")
+        opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.99))
+        history: dict[str, list[float]] = {"cosine": [], "bn": [], "tv": []}
+        layers = _bn_layers(model)  # measured even when bn_weight = 0, for comparison
+        for _ in tqdm(range(steps), desc="inverting", unit="step", leave=False,
+                      disable=not progress):
+            dx, dy = (torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
+                      if jitter else (0, 0))
+            view = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            if flip and bool(torch.rand((), generator=gen) < 0.5):
+                view = view.flip(3)
+            stats = _Statistics(layers)
+            try:
+                emb = model(view)
+            finally:
+                stats.close()
+            cos = F.cosine_similarity(emb, t, dim=1)
+            bn = stats.total if stats.total is not None else torch.zeros((), device=dev)
+            tv = total_variation(x)
+            loss = (1 - cos).mean() + bn_weight * bn + tv_weight * tv \
+                + l2_weight * x.pow(2).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the inversion loss became {loss.item()}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(-1, 1)
+            history["cosine"].append(cos.mean().item())
+            history["bn"].append(float(bn.detach()))
+            history["tv"].append(tv.item())
+        with torch.no_grad():
+            final = F.cosine_similarity(model(x), t, dim=1)
+    finally:
+        for p, r in zip(model.parameters(), requires, strict=True):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return {"images": x.detach().cpu(), "cosine": final.cpu(), "history": history}

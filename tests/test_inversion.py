@@ -1,0 +1,98 @@
+"""arclab.inversion: the BN-statistics loss against its formula, inversion on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from arclab.inversion import bn_statistics_loss, invert, total_variation
+
+
+def _tiny(seed: int = 0) -> nn.Module:
+    """conv-BN-PReLU twice, pooling, FC to 8-d and a BatchNorm1d (insightface's feature BN,
+    which centres the embeddings: two random images are not already similar); running
+    statistics set from random images so they are not the (0, 1) defaults."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.PReLU(8),
+                        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.PReLU(8),
+                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 8),
+                        nn.BatchNorm1d(8))
+    net.train()
+    with torch.no_grad():
+        for _ in range(20):
+            net(torch.rand(16, 3, 16, 16) * 1.6 - 0.9)
+    return net.eval()
+
+
+def test_bn_loss_is_the_sum_of_mean_and_variance_distances_of_each_bn_input():
+    net = _tiny()
+    x = torch.randn(4, 3, 16, 16)
+    _, loss = bn_statistics_loss(net, x)
+    # by hand: run the layers one at a time and measure the input of each BN
+    expected, h = 0.0, x
+    for layer in net:
+        if isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            axes = (0, 2, 3) if h.ndim == 4 else (0,)
+            mean = h.mean(axes, keepdim=True)
+            var = ((h - mean) ** 2).mean(axes)
+            mean = mean.flatten()
+            expected += ((mean - layer.running_mean).norm()
+                         + (var - layer.running_var).norm()).item()
+        h = layer(h)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="must contain BatchNorm layers"):
+        bn_statistics_loss(nn.Linear(3, 2), torch.randn(2, 3))
+
+
+def test_total_variation_by_hand():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)  # rows differ by 4, columns by 1
+    assert total_variation(x).item() == pytest.approx((8 * 4 + 9 * 1) / (8 + 9))
+
+
+def test_inversion_raises_the_target_cosine_far_above_its_start_and_is_reproducible():
+    net = _tiny()
+    with torch.no_grad():
+        target = net(torch.rand(3, 3, 16, 16) * 2 - 1)
+    runs = [invert(net, target, input_size=16, steps=150, lr=0.05, seed=4, progress=False)
+            for _ in range(2)]
+    start, end = runs[0]["history"]["cosine"][0], runs[0]["cosine"]
+    assert end.min() > 0.95 and (1 - end.mean()) < 0.2 * (1 - start)  # the gap shrinks 5x
+    assert torch.equal(runs[0]["images"], runs[1]["images"])  # deterministic by seed
+    assert runs[0]["images"].abs().max() <= 1
+    other = invert(net, target, input_size=16, steps=5, seed=5, progress=False)
+    assert not torch.equal(other["images"], invert(net, target, input_size=16, steps=5,
+                                                   seed=4, progress=False)["images"])
+    assert not net.training and all(p.requires_grad for p in net.parameters())
+
+
+def test_the_bn_prior_pulls_the_batch_statistics_towards_the_running_ones():
+    net = _tiny()
+    with torch.no_grad():
+        target = net(torch.rand(8, 3, 16, 16) * 2 - 1)
+    off = invert(net, target, input_size=16, steps=150, bn_weight=0.0, seed=1,
+                 progress=False)
+    on = invert(net, target, input_size=16, steps=150, bn_weight=1.0, seed=1,
+                progress=False)
+    _, bn_off = bn_statistics_loss(net, off["images"])
+    _, bn_on = bn_statistics_loss(net, on["images"])
+    assert bn_on.item() < 0.7 * bn_off.item()
+    assert on["cosine"].mean() > 0.8  # identity is kept while the statistics move
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target": torch.zeros(2, 8)}, "no zero rows"),
+    ({"target": torch.ones(8)}, r"must be a \(B, D\) tensor"),
+    ({"target": torch.ones(2, 5)}, "target has D = 5"),
+    ({"steps": 0}, "steps must be a positive integer"),
+    ({"bn_weight": -1.0}, "bn_weight must be a finite number >= 0"),
+    ({"input_size": 4}, "input_size must be an integer >= 8"),
+    ({"init": torch.zeros(1, 3, 16, 16)}, r"init must have shape \(2, 3, 16, 16\)"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    args = {"target": torch.ones(2, 8), "input_size": 16, "steps": 2, "progress": False}
+    with pytest.raises(ValueError, match=message):
+        invert(_tiny(), **(args | kwargs))
+    with pytest.raises(ValueError, match="needs a model with BatchNorm"):
+        invert(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8)), torch.ones(1, 8),
+               input_size=16, steps=1, progress=False)
