@@ -96,3 +96,22 @@ def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match="needs a model with BatchNorm"):
         invert(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8)), torch.ones(1, 8),
                input_size=16, steps=1, progress=False)
+
+
+def test_uint8_round_trip_and_image_statistics_by_hand():
+    import numpy as np
+
+    from arclab.inversion import image_statistics, to_uint8
+
+    x = torch.rand(2, 3, 5, 4) * 2 - 1
+    u = to_uint8(x)
+    assert u.shape == (2, 5, 4, 3) and u.dtype == np.uint8
+    back = torch.from_numpy(u).permute(0, 3, 1, 2).float() / 127.5 - 1  # embed_images' scaling
+    assert (back - x).abs().max() <= 1 / 127.5
+    img = np.zeros((1, 3, 3, 3), np.uint8)
+    img[0, 1, 1] = 90  # one grey pixel: 4 of the 12 adjacent differences per channel are 90
+    stats = image_statistics(img)
+    assert stats["mean"] == pytest.approx(10.0) and stats["tv"] == pytest.approx(4 * 90 / 12)
+    assert stats["saturated"] == pytest.approx(8 / 9)
+    with pytest.raises(ValueError, match="uint8"):
+        image_statistics(img.astype(np.float32))

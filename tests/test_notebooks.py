@@ -456,3 +456,33 @@ def test_09_challenge_rules_tables_submission_and_distillation(smoke_run):
     assert "the rules allow at most 512" in res["refusals"]["513-d features"]
     assert 0 <= res["to_teacher"]["light, distilled"] <= 4
     assert len(res["claims"]) == 9
+
+
+def test_13_inversion_rows_and_the_real_image_statistics_recomputed(smoke_run):
+    from arclab.data import protocols
+    from arclab.data.cache import render_items
+    from arclab.data.params import SynthConfig
+
+    res = results(smoke_run, "13_inversion")
+    p = smoke_params("13_inversion", {"seed": 0, "input_size": 32})
+    weights = [str(float(w)) for w in p["bn_weights"]]
+    assert set(res["final_cosine"]) == set(weights)
+    for cosines in res["final_cosine"].values():
+        assert len(cosines) == 2 * p["n_invert"] and all(-1 <= c <= 1 for c in cosines)
+    for history in res["history_bn"].values():
+        assert len(history) == p["steps"] and all(h >= 0 for h in history)
+    rows = {"real photo (ceiling)", "someone else (floor)", "real photos, 500"}
+    assert set(res["table"]) == rows | {f"inverted, λ_bn = {w}" for w in p["bn_weights"]}
+    for row in res["table"].values():
+        assert 0 <= row["mean"] <= 255 and 0 <= row["saturated"] <= 1
+    # the real-photo statistics, recomputed from a fresh render with plain numpy
+    cfg = SynthConfig(seed=p["seed"])
+    aset = protocols.all_pairs_set(cfg, 2 * p["judge_ids"], 10)
+    items = {k: (v[:500] if k != "overrides" else {kk: vv[:500] for kk, vv in v.items()})
+             for k, v in aset["items"].items()}
+    images = render_items(cfg, items, size=p["input_size"], progress=False)["images"]
+    images = images.astype(float)
+    real = res["table"]["real photos, 500"]
+    assert real["mean"] == pytest.approx(images.mean(), rel=1e-6)
+    assert real["std"] == pytest.approx(images.std(), rel=1e-6)
+    assert -1 <= res["threshold"] <= 1 + 1e-5 and len(res["claims"]) == 5  # float32 cosines

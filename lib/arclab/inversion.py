@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["bn_statistics_loss", "invert", "total_variation"]
+__all__ = ["bn_statistics_loss", "image_statistics", "invert", "to_uint8", "total_variation"]
 
 
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -215,3 +216,40 @@ def invert(model: nn.Module, target: Tensor, *, input_size: int, steps: int = 30
             p.requires_grad_(r)
         model.train(was_training)
     return {"images": x.detach().cpu(), "cosine": final.cpu(), "history": history}
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, 3, S, S) float images in [−1, 1] (the models' input range) -> (B, S, S, 3) uint8,
+    the layout SynthFaces renders have (the inverse of the scaling ``embed_images`` applies).
+
+    Example:
+        >>> to_uint8(torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)).tolist()
+        [[[[0, 128, 255]]]]
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B, 3, S, S) tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, Tensor) else images!r}")
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def image_statistics(images: np.ndarray) -> dict[str, float]:
+    """Low-level statistics of a set of (N, H, W, 3) uint8 images, in grey levels: the mean
+    and standard deviation of all pixel values, the mean absolute difference of adjacent pixels
+    (``tv``, the roughness the TV prior penalises) and the fraction of saturated values (0 or
+    255). Compare generated sets with real ones by these.
+
+    Example:
+        >>> img = np.zeros((1, 2, 2, 3), np.uint8); img[0, :, 1] = 255
+        >>> image_statistics(img)
+        {'mean': 127.5, 'std': 127.5, 'tv': 127.5, 'saturated': 1.0}
+    """
+    a = np.asarray(images)
+    if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8 or a.size == 0:
+        raise ValueError(f"images must be (N, H, W, 3) uint8, got shape {a.shape} and dtype "
+                         f"{a.dtype}")
+    f = a.astype(np.float64)
+    dh, dw = np.abs(np.diff(f, axis=1)), np.abs(np.diff(f, axis=2))
+    return {"mean": float(f.mean()), "std": float(f.std()),
+            "tv": float((dh.sum() + dw.sum()) / (dh.size + dw.size)),
+            "saturated": float(((a == 0) | (a == 255)).mean())}

@@ -18,9 +18,8 @@ import numpy as np
 from arclab.data.params import SynthConfig
 
 __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pairs_set",
-           "cfp_fp_pairs", "inject_label_noise", "lfw_pairs", "make_protocol", "noisy_training_set",
-           "training_set",
-           "verification_pairs", "video_tracks"]
+           "cfp_fp_pairs", "identity_items", "inject_label_noise", "lfw_pairs", "make_protocol",
+           "noisy_training_set", "training_set", "verification_pairs", "video_tracks"]
 
 EVAL_OFFSET = 1_000_000
 OUTLIER_OFFSET = 2_000_000
@@ -36,6 +35,23 @@ def _items(identity, index, **overrides) -> dict:
     return {"identity": np.asarray(identity, dtype=np.int64),
             "index": np.asarray(index, dtype=np.int64),
             "overrides": {k: np.asarray(v, dtype=np.float32) for k, v in overrides.items()}}
+
+
+def identity_items(identities, n_per_identity: int, first_index: int = 0) -> dict:
+    """Items (for ``render_items`` / ``cached_render``) of the given identities, each with
+    images ``first_index`` .. ``first_index + n_per_identity − 1``; a large ``first_index``
+    gives images of training identities that no training set here contains.
+
+    Example:
+        >>> identity_items([3, 7], 2, first_index=100)["index"].tolist()
+        [100, 101, 100, 101]
+    """
+    ids = np.asarray(identities, dtype=np.int64)
+    if ids.ndim != 1 or ids.size == 0 or ids.min() < 0:
+        raise ValueError("identities must be a non-empty 1-D list of non-negative integers")
+    m = _positive("n_per_identity", n_per_identity)
+    start = _positive("first_index", first_index, 0)
+    return _items(np.repeat(ids, m), np.tile(np.arange(start, start + m), len(ids)))
 
 
 def training_set(cfg: SynthConfig, n_identities: int, n_per_identity: int) -> dict:
