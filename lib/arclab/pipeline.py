@@ -7,6 +7,12 @@ detector's), aligned with landmarks *guessed from the box* (a fixed layout insid
 :func:`fit_box_layout`, what a box-only detector can offer), or the box itself resized (no
 alignment).
 
+On top of the pipeline, what a face-analysis demo does: :func:`compare` (same person? at a
+threshold chosen on a labelled protocol at a stated FPR, :func:`verification_threshold`),
+:func:`enroll` a gallery, :func:`search` it with an image and :func:`search_video` with a
+track (per-track aggregation). An image without a face gives a result that says so, not an
+exception.
+
 Taught in: notebooks/12_alignment_improves_arcface.ipynb
 """
 
@@ -18,8 +24,9 @@ from torch import Tensor, nn
 
 from arclab.align import align_faces
 
-__all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "detect_align_embed",
-           "face_crops", "fit_box_layout", "pair_indices", "train_on_crops"]
+__all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "compare",
+           "detect_align_embed", "enroll", "face_crops", "fit_box_layout", "pair_indices",
+           "search", "search_video", "train_on_crops", "verification_threshold"]
 
 CROP_KINDS = ("ground_truth", "detector", "box_layout", "box")
 """Crop sources: aligned with ground-truth landmarks, with the detector's landmarks, with
@@ -200,3 +207,134 @@ def train_on_crops(cfg, crops: np.ndarray, labels: np.ndarray, *, tag: str,
     result = train(cfg, FaceDataset(crops, labels, flip=True), n_classes, out,
                    progress=progress)
     return {**result, "out_dir": out}
+
+
+def verification_threshold(features: Tensor | np.ndarray, ids, fpr: float) -> dict:
+    """The cosine threshold of a verifier at a stated FPR, chosen on a labelled protocol: every
+    pair of ``features`` (N, D) with identities ``ids`` (N,), strict rule (the achieved FPR
+    never exceeds ``fpr``). Returns {"threshold", "fpr" (target), "fpr_achieved", "tpr",
+    "tpr_ci"}: what :func:`compare` and :func:`search` then accept above."""
+    from arclab.evaluation import tpr_at_fpr
+
+    r = tpr_at_fpr(features, ids, [fpr], progress=False)[fpr]
+    return {"threshold": float(r["threshold"]), "fpr": float(fpr),
+            "fpr_achieved": float(r["fpr_achieved"]), "tpr": float(r["tpr"]),
+            "tpr_ci": tuple(r["tpr_ci"])}
+
+
+def _one_image(image, name: str) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 \
+            or image.dtype != np.uint8:
+        raise ValueError(f"{name} must be a uint8 (H, W, 3) image, got "
+                         f"{getattr(image, 'dtype', type(image).__name__)} "
+                         f"{getattr(image, 'shape', '')}")
+    return image
+
+
+def _embed_each(detector: nn.Module, model: nn.Module, images: list[np.ndarray], size: int,
+                score_threshold: float) -> tuple[Tensor, np.ndarray]:
+    """Features (N, D) and found (N,) for images of any sizes (one pipeline call per size)."""
+    feats: list[Tensor | None] = [None] * len(images)
+    found = np.zeros(len(images), dtype=bool)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    for idx in by_shape.values():
+        out = detect_align_embed(detector, model, np.stack([images[i] for i in idx]), size=size,
+                                 score_threshold=score_threshold)
+        for k, i in enumerate(idx):
+            feats[i], found[i] = out["features"][k], bool(out["found"][k])
+    return torch.stack(feats), found
+
+
+def compare(detector: nn.Module, model: nn.Module, image_a: np.ndarray, image_b: np.ndarray,
+            *, threshold: float, size: int, score_threshold: float = 0.5) -> dict:
+    """Is it the same person? Detect the best face in each uint8 (H, W, 3) image, align,
+    embed, and compare the cosine with ``threshold`` (from :func:`verification_threshold`).
+
+    Returns:
+        {"match": bool, "score": cosine or None, "found": [bool, bool], "reason": str}; an
+        image without a face gives match False, score None and a reason naming it.
+    """
+    images = [_one_image(image_a, "image_a"), _one_image(image_b, "image_b")]
+    feats, found = _embed_each(detector, model, images, size, score_threshold)
+    if not found.all():
+        missing = " and ".join(n for n, f in zip(("image_a", "image_b"), found) if not f)
+        return {"match": False, "score": None, "found": found.tolist(),
+                "reason": f"no face found in {missing}"}
+    score = float(torch.nn.functional.cosine_similarity(feats[:1], feats[1:]).item())
+    return {"match": score > threshold, "score": score, "found": [True, True],
+            "reason": f"cosine {score:.3f} {'>' if score > threshold else '<='} threshold "
+                      f"{threshold:.3f}"}
+
+
+def enroll(detector: nn.Module, model: nn.Module, images: list[np.ndarray] | np.ndarray,
+           identities, *, size: int, score_threshold: float = 0.5) -> dict:
+    """A gallery: one feature per identity, the mean of the normalised features of its images
+    in which a face was found. Returns {"identities": (G,) ids, "features": (G, D),
+    "skipped": indices of images without a face}. Raises ValueError if an identity has no
+    usable image."""
+    from arclab.evaluation import template_features
+
+    images = [_one_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    ids = np.asarray(identities)
+    if ids.shape != (len(images),):
+        raise ValueError(f"identities must give one id per image ({len(images)}), got shape "
+                         f"{ids.shape}")
+    feats, found = _embed_each(detector, model, images, size, score_threshold)
+    lost = sorted(set(ids.tolist()) - set(ids[found].tolist()))
+    if lost:
+        raise ValueError(f"no face found in any image of identities {lost[:10]}")
+    gid, gfeat = template_features(feats[torch.from_numpy(found)], ids[found])
+    return {"identities": gid.numpy(), "features": gfeat,
+            "skipped": np.flatnonzero(~found).tolist()}
+
+
+def _rank(query: Tensor, gallery: dict, threshold: float | None, top_k: int) -> dict:
+    scores = torch.nn.functional.normalize(gallery["features"], dim=1) @ \
+        torch.nn.functional.normalize(query, dim=0)
+    order = torch.argsort(scores, descending=True)[:top_k]
+    ranking = [(int(gallery["identities"][i]), float(scores[i])) for i in order]
+    best = ranking[0]
+    accepted = threshold is None or best[1] > threshold
+    return {"found": True, "ranking": ranking, "match": best[0] if accepted else None}
+
+
+def search(detector: nn.Module, model: nn.Module, image: np.ndarray, gallery: dict, *,
+           size: int, threshold: float | None = None, top_k: int = 5,
+           score_threshold: float = 0.5) -> dict:
+    """Who is it? Rank the gallery (:func:`enroll`) by cosine to the face in ``image``.
+
+    Returns:
+        {"found": bool, "ranking": [(identity, cosine), ...] best first (at most ``top_k``),
+        "match": the best identity if its cosine exceeds ``threshold`` (always when
+        ``threshold`` is None), else None}; no face: found False, an empty ranking, match None.
+    """
+    feats, found = _embed_each(detector, model, [_one_image(image, "image")], size,
+                               score_threshold)
+    if not found[0]:
+        return {"found": False, "ranking": [], "match": None}
+    return _rank(feats[0], gallery, threshold, top_k)
+
+
+def search_video(detector: nn.Module, model: nn.Module, frames: np.ndarray, gallery: dict, *,
+                 size: int, threshold: float | None = None, top_k: int = 5,
+                 weighting: str = "norm3", score_threshold: float = 0.5) -> dict:
+    """:func:`search` for a track: frames uint8 (T, H, W, 3) of one person, each detected,
+    aligned and embedded, aggregated into one feature (``weighting`` as in
+    :func:`arclab.evaluation.template_features`: "mean" or "norm3", the cube of the feature
+    norm as a quality weight) over the frames where a face was found. Adds "frames_used"."""
+    from arclab.evaluation import template_features
+
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be a uint8 (T, H, W, 3) array, got "
+                         f"{getattr(frames, 'dtype', type(frames).__name__)} "
+                         f"{getattr(frames, 'shape', '')}")
+    out = detect_align_embed(detector, model, frames, size=size,
+                             score_threshold=score_threshold)
+    found = out["found"].numpy().astype(bool)
+    if not found.any():
+        return {"found": False, "ranking": [], "match": None, "frames_used": 0}
+    raw = out["features"][torch.from_numpy(found)]
+    _, track = template_features(raw, np.zeros(len(raw), dtype=np.int64), weighting=weighting)
+    return _rank(track[0], gallery, threshold, top_k) | {"frames_used": int(found.sum())}

@@ -29,7 +29,7 @@ def extract_embeddings(model: nn.Module, loader: Iterable, *, flip: bool = True,
     """
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.zeros(0)).device  # a parameter-free model: CPU
     was_training = model.training
     model.eval()
     out = []
