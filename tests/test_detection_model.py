@@ -490,3 +490,11 @@ def test_time_detector_reports_the_median_per_size_and_thread_count():
     assert torch.get_num_threads() == before and model.training
     with pytest.raises(ValueError, match="threads"):
         time_detector(model, sizes=((8, 8),), threads=(0,), repeats=1)
+
+
+def test_port_weights_refuse_a_truncated_pickle_with_a_value_error(tmp_path):
+
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(b"\x80\x04junk")  # parsing raises struct.error inside torch
+    with pytest.raises(ValueError, match="could not be read as a weights-only torch file"):
+        load_port_weights(RetinaFace("mobilenet0.25"), bad)

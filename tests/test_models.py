@@ -235,3 +235,27 @@ def test_get_model_names_and_embedding_defaults():
     assert get_model("y2").features.layers[2].out_features == 256
     assert get_model("y2", embedding_size=512).features.layers[2].out_features == 512
     assert get_model("mnet_lfr").fc.out_features == 256
+
+
+def test_backbone_weights_load_from_every_layout_and_bad_files_are_named(tmp_path):
+    from arclab.models import load_backbone_weights
+
+    src = get_model("r18", embedding_size=16, input_size=32)
+    state = src.state_dict()
+    x = torch.randn(2, 3, 32, 32)
+    layouts = {"bare.pt": state, "dp.pt": {"module." + k: v for k, v in state.items()},
+               "wrapped.pt": {"state_dict": state}, "ckpt.pt": {"model": state, "step": 3}}
+    for name, content in layouts.items():
+        torch.save(content, tmp_path / name)
+        dst = load_backbone_weights(get_model("r18", embedding_size=16, input_size=32),
+                                    tmp_path / name)
+        assert torch.equal(dst.eval()(x), src.eval()(x)), name
+    with pytest.raises(ValueError, match=r"wrong shapes \['fc.bias \(16,\) != \(8,\)"):
+        load_backbone_weights(get_model("r18", embedding_size=8, input_size=32), state)
+    with pytest.raises(ValueError, match="missing .*unexpected"):
+        load_backbone_weights(get_model("r34", embedding_size=16, input_size=32), state)
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x04junk")
+    with pytest.raises(ValueError, match="could not be read as a weights-only torch file"):
+        load_backbone_weights(src, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="must hold a state dict"):
+        load_backbone_weights(src, {"a": 1})

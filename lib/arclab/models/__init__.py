@@ -15,8 +15,10 @@ from arclab.models.flops import (
 from arclab.models.iresnet import IRESNET_LAYERS, MODEL_NAMES, get_model, iresnet
 from arclab.models.mobilefacenet import mobilefacenet, y2
 from arclab.models.mobilenet_lfr import mnet_lfr
+from arclab.models.weights import load_backbone_weights
 
 __all__ = ["IRESNET_LAYERS", "MODEL_NAMES", "TRACK_LIMITS", "backbone_costs", "check_track",
            "count_flops", "track_margins",
-           "embed_images", "extract_embeddings", "get_model", "iresnet", "mnet_lfr",
+           "embed_images", "extract_embeddings", "get_model", "iresnet", "load_backbone_weights",
+           "mnet_lfr",
            "mobilefacenet", "y2"]

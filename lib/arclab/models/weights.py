@@ -1,0 +1,69 @@
+"""Reading recognition weights from outside: insightface's arcface_torch ``model.pt`` (a bare
+backbone state dict), a DataParallel-prefixed one, a ``{"state_dict": ...}`` wrapper, or an
+arclab training checkpoint (``{"model": ..., "config": ...}``).
+
+Taught in: notebooks/14_demo.ipynb
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["load_backbone_weights"]
+
+
+def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.Module:
+    """Load weights into ``model`` (e.g. ``get_model("r50")``) strictly.
+
+    A file is treated as hostile: ``torch.load(weights_only=True)`` refuses anything but
+    tensors and plain containers. Accepted layouts: a state dict whose names are
+    :mod:`arclab.models.iresnet`'s (the same as arcface_torch's), optionally with a
+    ``module.`` prefix, wrapped as ``{"state_dict": ...}``, or an arclab checkpoint's
+    ``{"model": ...}``.
+
+    Raises:
+        ValueError: unreadable file, not a mapping of names to tensors, or keys / shapes that
+            differ from the model's (all listed, with counts).
+
+    Example:
+        >>> from arclab.models import get_model
+        >>> net = get_model("r18", embedding_size=8, input_size=32)
+        >>> _ = load_backbone_weights(net, {"module." + k: v for k, v in
+        ...                                 net.state_dict().items()})
+    """
+    if isinstance(source, Mapping):
+        state = source
+    else:
+        try:
+            state = torch.load(Path(source), map_location="cpu", weights_only=True)
+        except Exception as err:  # a hostile file may raise anything while being parsed
+            raise ValueError(f"source {str(source)!r} could not be read as a weights-only "
+                             f"torch file: {err}") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError("source must hold a state dict (a mapping of names to tensors), got "
+                         f"{type(state).__name__}")
+    state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                   for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def listed(names: list[str]) -> str:
+            return f"{names[:10]}" + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+
+        raise ValueError(f"weights do not fit this {type(model).__name__}: missing "
+                         f"{listed(missing)}, unexpected {listed(unexpected)}, wrong shapes "
+                         f"{listed(wrong)} (check the backbone name, embedding_size and "
+                         "input_size)")
+    model.load_state_dict(state, strict=True)
+    return model
