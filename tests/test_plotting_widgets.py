@@ -75,3 +75,45 @@ def test_margin_explorer_sliders_drive_the_panel(monkeypatch):
     assert panel.children[2].value != first  # the picture changed with the margin
     with pytest.raises(ValueError, match="references"):
         widgets.margin_explorer(references=("nope",))
+
+
+def test_face_panels_call_the_pipeline_with_the_chosen_or_uploaded_images():
+    import datetime
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from arclab import widgets
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    calls = []
+
+    def fake_compare(a, b):
+        calls.append((a.copy(), b.copy()))
+        same = bool((a == b).all())
+        return {"match": same, "score": 1.0 if same else 0.2, "reason": "r"}
+
+    panel = widgets.face_compare_panel(images, fake_compare)
+    (left, right), (up_left, _), _, verdict = [c.children if hasattr(c, "children") else c
+                                               for c in panel.children]
+    assert np.array_equal(calls[-1][0], images[0]) and np.array_equal(calls[-1][1], images[1])
+    assert "different" in verdict.value and "0.200" in verdict.value
+    right.value = 0
+    assert np.array_equal(calls[-1][1], images[0]) and "same person" in verdict.value
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 30, 4), 200, np.uint8)).save(buf, format="PNG")  # RGBA, 40x30
+    up_left.value = ({"name": "me.png", "type": "image/png", "size": len(buf.getvalue()),
+                      "content": memoryview(buf.getvalue()),
+                      "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert calls[-1][0].shape == (20, 20, 3) and (calls[-1][0] == 200).all()
+
+    def fake_search(q):
+        return {"found": bool(q.mean() > 0), "ranking": [(7, 0.9), (3, 0.1)], "match": 7}
+
+    search = widgets.face_search_panel(images, fake_search)
+    table = search.children[1].children[1]
+    assert "match: 7" in table.value and table.value.count("<tr>") == 3
+    search.children[0].children[0].value = 2
+    assert "match: 7" in table.value

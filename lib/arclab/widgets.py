@@ -4,6 +4,8 @@ a kernel (the rendered book).
 Two margin explorers: :func:`margin_explorer` (ipywidgets; redraws the library's matplotlib
 panel, so it needs a running kernel) and :func:`margin_explorer_html` (a self-contained
 HTML/JavaScript widget that redraws in the page itself, so it also works in the static book).
+The face-analysis demo's panels (:func:`face_compare_panel`, :func:`face_search_panel`) need a
+kernel; notebook 14 shows static tables beside them.
 
 Taught in: notebooks/02_margin_zoo.ipynb
 """
@@ -19,7 +21,8 @@ from typing import get_args
 
 from arclab.margins import PRESETS, Overflow
 
-__all__ = ["EXPLORER_SLIDERS", "margin_explorer", "margin_explorer_html"]
+__all__ = ["EXPLORER_SLIDERS", "face_compare_panel", "face_search_panel", "margin_explorer",
+           "margin_explorer_html"]
 
 EXPLORER_SLIDERS: dict[str, tuple[float, float, float]] = {
     "m1": (0.5, 2.0, 0.05),
@@ -192,3 +195,105 @@ def margin_explorer_html(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: f
         f"<tbody>{rows}</tbody></table></div>"
         f"<script>{js}\n{mount}</script>"
     )
+
+
+def _image_png(image) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes (matplotlib's writer, no extra dependency)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    buf = io.BytesIO()
+    plt.imsave(buf, np.asarray(image), format="png")
+    return buf.getvalue()
+
+
+def _uploaded(value, size: int):
+    """The first uploaded file of an ipywidgets FileUpload as uint8 (size, size, 3), or None."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    files = list(value) if isinstance(value, (list, tuple)) else list(dict(value).values())
+    if not files:
+        return None
+    content = files[0]["content"]
+    with Image.open(io.BytesIO(bytes(content))) as im:
+        return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.uint8)
+
+
+def face_compare_panel(images, compare_fn, *, names=None):
+    """Pick (or upload) two faces and see ``compare_fn(a, b)`` (e.g. a
+    :func:`arclab.pipeline.compare` with its models bound): two dropdowns over ``images``
+    (uint8 (N, H, W, 3)), an upload button per side, the two images and the verdict.
+
+    ``compare_fn(a, b) -> {"match", "score", "reason"}``. Returns an ``ipywidgets.VBox``;
+    it needs a running kernel (the book shows the notebook's static table instead). Uploads are
+    decoded with Pillow, converted to RGB and resized to the images' size.
+    """
+    import ipywidgets as w
+
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    size = int(images.shape[1])
+    picks = [w.Dropdown(options=list(zip(names, range(len(images)))), value=v,
+                        description=d) for v, d in ((0, "left"), (min(1, len(images) - 1),
+                                                                   "right"))]
+    uploads = [w.FileUpload(accept="image/*", multiple=False, description=f"upload {d}")
+               for d in ("left", "right")]
+    shown = [w.Image(format="png", width=160), w.Image(format="png", width=160)]
+    verdict = w.HTML()
+    chosen = [None, None]
+
+    def update(_change=None) -> None:
+        for k in range(2):
+            up = _uploaded(uploads[k].value, size)
+            chosen[k] = up if up is not None else images[picks[k].value]
+            shown[k].value = _image_png(chosen[k])
+        r = compare_fn(chosen[0], chosen[1])
+        score = "no score" if r["score"] is None else f"cosine {r['score']:.3f}"
+        colour = "#1a7f37" if r["match"] else "#b42318"
+        verdict.value = (f"<b style='color:{colour}'>{'same person' if r['match'] else 'different'}"
+                         f"</b> ({score}; {html.escape(r['reason'])})")
+
+    for control in (*picks, *uploads):
+        control.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox(picks), w.HBox(uploads), w.HBox(shown), verdict])
+
+
+def face_search_panel(images, search_fn, *, names=None):
+    """Pick (or upload) a query face and see ``search_fn(image)`` (e.g. a
+    :func:`arclab.pipeline.search` over an enrolled gallery): the query and the ranking.
+
+    ``search_fn(image) -> {"found", "ranking": [(identity, cosine), ...], "match"}``. Returns
+    an ``ipywidgets.VBox``; it needs a running kernel.
+    """
+    import ipywidgets as w
+
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    size = int(images.shape[1])
+    pick = w.Dropdown(options=list(zip(names, range(len(images)))), value=0, description="query")
+    upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
+    shown, table = w.Image(format="png", width=160), w.HTML()
+
+    def update(_change=None) -> None:
+        up = _uploaded(upload.value, size)
+        query = up if up is not None else images[pick.value]
+        shown.value = _image_png(query)
+        r = search_fn(query)
+        if not r["found"]:
+            table.value = "<b>no face found in the query</b>"
+            return
+        rows = "".join(f"<tr><td>{i + 1}</td><td>{who}</td><td>{s:.3f}</td></tr>"
+                       for i, (who, s) in enumerate(r["ranking"]))
+        verdict = "no enrolled identity above the threshold" if r["match"] is None \
+            else f"match: {r['match']}"
+        table.value = (f"<b>{verdict}</b><table><tr><th>rank</th><th>identity</th>"
+                       f"<th>cosine</th></tr>{rows}</table>")
+
+    pick.observe(update, names="value")
+    upload.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([pick, upload]), w.HBox([shown, table])])
