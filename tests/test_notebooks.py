@@ -486,3 +486,23 @@ def test_13_inversion_rows_and_the_real_image_statistics_recomputed(smoke_run):
     assert real["mean"] == pytest.approx(images.mean(), rel=1e-6)
     assert real["std"] == pytest.approx(images.std(), rel=1e-6)
     assert -1 <= res["threshold"] <= 1 + 1e-5 and len(res["claims"]) == 5  # float32 cosines
+
+
+def test_14_demo_verdicts_follow_the_threshold_and_rankings_are_consistent(smoke_run):
+    res = results(smoke_run, "14_demo")
+    p = smoke_params("14_demo", {"fpr": 1e-3, "n_gallery": 20})
+    t = res["threshold"]
+    assert t["fpr"] == p["fpr"] and t["fpr_achieved"] <= p["fpr"]
+    assert len(res["pairs"]) == 8 and sum(r["truth_same"] for r in res["pairs"]) == 4
+    for r in res["pairs"]:
+        if r["score"] is None:
+            assert r["match"] is False and "no face found" in r["reason"]
+        else:
+            assert r["match"] == (r["score"] > t["threshold"])
+    assert res["n_queries"] == 3 * p["n_gallery"] and len(res["rankings"]) == res["n_queries"]
+    for ranking in res["rankings"]:
+        scores = [s for _, s in ranking]
+        assert scores == sorted(scores, reverse=True) and len(ranking) <= 3
+    assert 0 <= res["accepted"] <= res["rank1"] <= 1
+    for r in res["video"].values():
+        assert 0 <= r["frames_used"] <= 8

@@ -147,7 +147,7 @@ def detect_align_embed(detector: nn.Module, model: nn.Module, images: np.ndarray
                          f"{getattr(images, 'shape', '')}")
     dets: list[dict] = []
     for s in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size]))
+        x = torch.from_numpy(np.array(images[s:s + batch_size]))  # a copy: memmaps are read-only
         dets += detect(detector, x.permute(0, 3, 1, 2).float() / 255,
                        score_threshold=score_threshold)
     best = best_detections(dets, images.shape[1:3])
