@@ -37,6 +37,9 @@ def test_book_builds_strictly_and_offline(smoke_run, tmp_path):
     assert figures and all((html / f).is_file() for f in figures)
     assert any("mathjax/MathJax.js" in s for s in re.findall(r'<script[^>]+src="([^"]+)"', tour))
     assert (html / "_static" / "mathjax" / "MathJax.js").is_file()
+    # the root redirect names the icon, so no browser asks for a missing /favicon.ico
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', index.read_text())
+    assert icon and (html / icon.group(1)).is_file()
 
 
 def test_book_build_fails_on_a_warning(smoke_run, tmp_path):

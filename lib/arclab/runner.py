@@ -304,7 +304,22 @@ def build_book(executed_dir: Path, *, book_dir: Path | None = None,
     if proc.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n"
                            f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    return book_dir / "_build" / "html" / "index.html"
+    index = book_dir / "_build" / "html" / "index.html"
+    _link_favicon(index)
+    return index
+
+
+def _link_favicon(index: Path) -> None:
+    """jupyter-book's root ``index.html`` is a bare redirect without the theme's icon link, so
+    a browser asks the server for ``/favicon.ico`` (a 404 in the console). Point it at the
+    book's own icon."""
+    if not index.is_file():
+        return
+    text = index.read_text()
+    icons = sorted((index.parent / "_static").glob("favicon.*"))
+    if 'rel="icon"' in text or not icons:
+        return
+    index.write_text(f'<link rel="icon" href="_static/{icons[0].name}">\n' + text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
