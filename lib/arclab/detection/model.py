@@ -14,7 +14,6 @@ Taught in: notebooks/10_retinaface.ipynb
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -253,30 +252,7 @@ def load_port_weights(model: RetinaFace, source: str | Path | Mapping) -> Retina
         ValueError: an unreadable or non-weights file, not a mapping of names to tensors, or
             keys / shapes that differ from the model's (all named, with counts).
     """
-    if isinstance(source, Mapping):
-        state = source
-    else:
-        try:
-            state = torch.load(Path(source), map_location="cpu", weights_only=True)
-        except Exception as err:  # a hostile file may raise anything while being parsed
-            raise ValueError(f"source {str(source)!r} could not be read as a weights-only "
-                             f"torch file: {err}") from err
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise ValueError("source must be a state dict (a mapping of names to tensors), got "
-                         f"{type(state).__name__}")
-    state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                   for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        def listed(names: list[str]) -> str:
-            return f"{names[:10]}" + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+    from arclab.models.weights import load_strict
 
-        raise ValueError(f"weights do not fit this RetinaFace: missing {listed(missing)}, "
-                         f"unexpected {listed(unexpected)}, wrong shapes {listed(wrong)}")
-    model.load_state_dict(state, strict=True)
-    return model
+    return load_strict(model, source, wrappers=("state_dict",))
+

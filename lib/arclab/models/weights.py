@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["load_backbone_weights"]
+__all__ = ["load_backbone_weights", "load_strict"]
 
 
 def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.Module:
@@ -36,6 +36,16 @@ def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.
         >>> _ = load_backbone_weights(net, {"module." + k: v for k, v in
         ...                                 net.state_dict().items()})
     """
+    return load_strict(model, source, wrappers=("state_dict", "model"),
+                       hint=" (check the backbone name, embedding_size and input_size)")
+
+
+def load_strict(model: nn.Module, source: str | Path | Mapping, *,
+                wrappers: tuple[str, ...] = ("state_dict",), hint: str = "") -> nn.Module:
+    """Read ``source`` (a path, read with ``torch.load(weights_only=True)``, or a mapping),
+    unwrap the first of ``wrappers`` it holds, strip ``module.`` prefixes and load it into
+    ``model`` strictly; every missing, unexpected or wrong-shape key is named in the
+    ValueError (``hint`` is appended to that message). Returns ``model``."""
     if isinstance(source, Mapping):
         state = source
     else:
@@ -44,7 +54,7 @@ def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.
         except Exception as err:  # a hostile file may raise anything while being parsed
             raise ValueError(f"source {str(source)!r} could not be read as a weights-only "
                              f"torch file: {err}") from err
-    for wrapper in ("state_dict", "model"):
+    for wrapper in wrappers:
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
             break
@@ -63,7 +73,6 @@ def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.
 
         raise ValueError(f"weights do not fit this {type(model).__name__}: missing "
                          f"{listed(missing)}, unexpected {listed(unexpected)}, wrong shapes "
-                         f"{listed(wrong)} (check the backbone name, embedding_size and "
-                         "input_size)")
+                         f"{listed(wrong)}{hint}")
     model.load_state_dict(state, strict=True)
     return model
