@@ -344,7 +344,8 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
                 for group in o.param_groups:
                     group["lr"] = lr
             y = y.to(dev, non_blocking=True)
-            out = net(x.to(dev, non_blocking=True))
+            x = x.to(dev, non_blocking=True)  # once: the teacher reads the same batch
+            out = net(x)
             if sharded and world > 1:  # DDP averages: W·(1/W)·∂L/∂θ is the dense gradient
                 out.register_hook(lambda g: g * world)
             loss = loss_fn(out, y)
@@ -353,7 +354,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             objective = loss
             if distill is not None:
                 with torch.no_grad():
-                    target = distill["model"](x.to(dev, non_blocking=True)).float()
+                    target = distill["model"](x).float()
                 emb = (net.module if world > 1 else net).embedding
                 feat = feature_distillation_loss(emb, target)
                 objective = loss + distill["weight"] * feat
