@@ -117,7 +117,7 @@ def face_crops(images: np.ndarray | Tensor, kind: str, *, size: int,
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     for s in range(0, n, batch_size):
         batch = images[s:s + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255 \
+        x = torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float() / 255 \
             if isinstance(batch, np.ndarray) else batch.float()
         if kind == "box":
             crop = box_crops(x, torch.as_tensor(boxes[s:s + batch_size]).float(), size)
