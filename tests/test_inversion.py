@@ -25,24 +25,36 @@ def _tiny(seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-def test_bn_loss_is_the_sum_of_mean_and_variance_distances_of_each_bn_input():
+def test_bn_loss_is_the_mean_relative_distance_over_the_feature_map_bn_layers():
     net = _tiny()
     x = torch.randn(4, 3, 16, 16)
     _, loss = bn_statistics_loss(net, x)
-    # by hand: run the layers one at a time and measure the input of each BN
-    expected, h = 0.0, x
+    # by hand: run the layers one at a time and measure the input of each BatchNorm2d; the
+    # final BatchNorm1d (on the embedding vectors) is left out by design
+    terms, h = [], x
     for layer in net:
-        if isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            axes = (0, 2, 3) if h.ndim == 4 else (0,)
-            mean = h.mean(axes, keepdim=True)
-            var = ((h - mean) ** 2).mean(axes)
+        if isinstance(layer, nn.BatchNorm2d):
+            mean = h.mean((0, 2, 3), keepdim=True)
+            var = ((h - mean) ** 2).mean((0, 2, 3))
             mean = mean.flatten()
-            expected += ((mean - layer.running_mean).norm()
-                         + (var - layer.running_var).norm()).item()
+            terms.append(((mean - layer.running_mean).norm() / layer.running_var.sum().sqrt()
+                          + (var - layer.running_var).norm() / layer.running_var.norm()).item())
         h = layer(h)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert len(terms) == 2
+    assert loss.item() == pytest.approx(sum(terms) / 2, rel=1e-5)
+    # scale-free: scaling a layer's input and its running statistics together changes nothing
+    scaled = _tiny()
+    with torch.no_grad():
+        scaled[0].weight.mul_(3.0)
+        scaled[0].bias.mul_(3.0)
+        scaled[1].running_mean.mul_(3.0)
+        scaled[1].running_var.mul_(9.0)
+    assert bn_statistics_loss(scaled, x)[1].item() == pytest.approx(loss.item(), rel=1e-4)
     with pytest.raises(ValueError, match="must contain BatchNorm layers"):
         bn_statistics_loss(nn.Linear(3, 2), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="on feature maps"):
+        bn_statistics_loss(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).eval(),
+                           torch.randn(2, 3))
 
 
 def test_total_variation_by_hand():
@@ -54,7 +66,8 @@ def test_inversion_raises_the_target_cosine_far_above_its_start_and_is_reproduci
     net = _tiny()
     with torch.no_grad():
         target = net(torch.rand(3, 3, 16, 16) * 2 - 1)
-    runs = [invert(net, target, input_size=16, steps=150, lr=0.05, seed=4, progress=False)
+    runs = [invert(net, target, input_size=16, steps=150, lr=0.05, bn_weight=0.0, seed=4,
+                   progress=False)
             for _ in range(2)]
     start, end = runs[0]["history"]["cosine"][0], runs[0]["cosine"]
     assert end.min() > 0.95 and (1 - end.mean()) < 0.2 * (1 - start)  # the gap shrinks 5x
@@ -96,6 +109,9 @@ def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match="needs a model with BatchNorm"):
         invert(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8)), torch.ones(1, 8),
                input_size=16, steps=1, progress=False)
+    with pytest.raises(ValueError, match="needs BatchNorm layers on feature maps"):
+        invert(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8), nn.BatchNorm1d(8)).eval(),
+               torch.ones(1, 8), input_size=16, steps=1, progress=False)
 
 
 def test_uint8_round_trip_and_image_statistics_by_hand():

@@ -477,7 +477,7 @@ def test_13_inversion_rows_and_the_real_image_statistics_recomputed(smoke_run):
         assert 0 <= row["mean"] <= 255 and 0 <= row["saturated"] <= 1
     # the real-photo statistics, recomputed from a fresh render with plain numpy
     cfg = SynthConfig(seed=p["seed"])
-    aset = protocols.all_pairs_set(cfg, 2 * p["judge_ids"], 10)
+    aset = protocols.all_pairs_set(cfg, 2 * p["judge"]["n_train_ids"], 10)
     items = {k: (v[:500] if k != "overrides" else {kk: vv[:500] for kk, vv in v.items()})
              for k, v in aset["items"].items()}
     images = render_items(cfg, items, size=p["input_size"], progress=False)["images"]
@@ -490,7 +490,7 @@ def test_13_inversion_rows_and_the_real_image_statistics_recomputed(smoke_run):
 
 def test_14_demo_verdicts_follow_the_threshold_and_rankings_are_consistent(smoke_run):
     res = results(smoke_run, "14_demo")
-    p = smoke_params("14_demo", {"fpr": 1e-3, "n_gallery": 20})
+    p = smoke_params("14_demo", {"fpr": 1e-2, "n_gallery": 20})
     t = res["threshold"]
     assert t["fpr"] == p["fpr"] and t["fpr_achieved"] <= p["fpr"]
     assert len(res["pairs"]) == 8 and sum(r["truth_same"] for r in res["pairs"]) == 4

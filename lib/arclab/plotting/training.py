@@ -80,9 +80,12 @@ def embedding_projection(features: torch.Tensor | np.ndarray, ids, *, ax=None,
     return fig
 
 
-def target_angle_curves(curves: dict[str, list[float]], *, smooth: int = 5, ax=None) -> Figure:
+def target_angle_curves(curves: dict[str, list[float]], *, smooth: int = 5, ax=None,
+                        title: str = "Angle to the own class weight during training",
+                        ylabel: str = "mean θ_y (degrees)", xlabel: str = "step") -> Figure:
     """The mean angle θ_y (degrees) between a sample and its own class weight, per training
-    step, one line per loss (``smooth``-step running mean)."""
+    step, one line per loss (``smooth``-step running mean); ``title`` and the axis labels
+    re-label it for other targets (an inversion's angle to its target embedding)."""
     fig, ax = axes_or_new(ax, figsize=(6.4, 3.6))
     for colour, (name, theta) in zip(class_colours(len(curves)), curves.items()):
         theta = np.asarray(theta, dtype=float)
@@ -90,8 +93,7 @@ def target_angle_curves(curves: dict[str, list[float]], *, smooth: int = 5, ax=N
             theta = np.convolve(theta, np.ones(smooth) / smooth, mode="valid")
         ax.plot(np.arange(len(theta)) + 1, theta, color=colour, lw=1.6, label=name)
     ax.axhline(90, color="0.6", lw=0.8, ls=":")
-    ax.set(xlabel="step", ylabel="mean θ_y (degrees)",
-           title="Angle to the own class weight during training")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
