@@ -132,3 +132,26 @@ def test_detect_align_embed_is_the_embedding_of_the_detected_crop(tmp_path):
     assert not none["found"][0] and none["boxes"][0].tolist() == [0, 0, 60, 40]
     with pytest.raises(ValueError, match="images must be a uint8"):
         detect_align_embed(oracle, net, uint8.astype(np.float32), size=32)
+
+
+def test_pair_indices_folds_are_balanced_so_10_fold_accuracy_matches_the_best_threshold():
+    from arclab.evaluation import verification_accuracy_10fold
+
+    ids = np.repeat(np.arange(60), 10)
+    from arclab.pipeline import pair_indices
+
+    left, right, same = pair_indices(ids, 1000, seed=3)
+    assert (same == (ids[left] == ids[right])).all() and (left < right).all()
+    for fold in np.array_split(same, 10):  # the evaluator's contiguous folds
+        assert fold.sum() == len(fold) // 2
+    # overlapping same/different scores: the 10-fold accuracy must be close to the best
+    # single-threshold accuracy over all pairs (it cannot beat it by more than noise)
+    rng = np.random.default_rng(0)
+    cos = np.where(same, 0.5, 0.2) + 0.2 * rng.standard_normal(len(same))
+    cos = np.clip(cos, -0.99, 0.99)
+    e1 = np.stack([np.ones_like(cos), np.zeros_like(cos)], 1)
+    e2 = np.stack([cos, np.sqrt(1 - cos**2)], 1)
+    acc = verification_accuracy_10fold(e1, e2, same)["mean"]
+    grid = np.arange(-1, 1, 0.001)
+    best = max(((cos > t) == same).mean() for t in grid)
+    assert best - 0.03 < acc <= best + 0.005

@@ -239,12 +239,18 @@ def summary_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def table(rows: dict[str, dict[str, Any]], digits: int = 2) -> pd.DataFrame:
-    """A DataFrame with one row per key of ``rows`` (e.g. per loss), numbers rounded.
+    """A DataFrame with one row per key of ``rows`` (e.g. per loss), numbers rounded; a row
+    without some column shows "–" there (not pandas' NaN, which reads as a failed number).
 
     Example:
         >>> table({"arcface": {"gap_deg": 41.234}}, digits=1).to_dict()
         {'gap_deg': {'arcface': 41.2}}
+        >>> table({"a": {"x": 1.0, "y": 2.0}, "b": {"x": float("nan")}}).to_dict()
+        {'x': {'a': 1.0, 'b': nan}, 'y': {'a': 2.0, 'b': '–'}}
     """
     import pandas as pd
 
-    return pd.DataFrame.from_dict(rows, orient="index").round(digits)
+    df = pd.DataFrame.from_dict(rows, orient="index").round(digits)
+    absent = pd.DataFrame([[c not in rows[r] for c in df.columns] for r in rows],
+                          index=df.index, columns=df.columns)  # a NaN *value* stays NaN
+    return df.astype(object).where(~absent, "–") if absent.to_numpy().any() else df

@@ -160,6 +160,11 @@ def pair_indices(ids: np.ndarray, n_pairs: int, *, seed: int = 0
     """``n_pairs`` positive and ``n_pairs`` negative index pairs (i < j never repeated within
     a kind) drawn from labelled items, for 10-fold verification: (left, right, issame).
 
+    Positives and negatives alternate (each kind sorted by index), so every contiguous fold of
+    :func:`arclab.evaluation.verification_accuracy_10fold` holds as many of one as of the other,
+    as LFW's folds do; with all positives first, half the folds would hold positives only and
+    their threshold would be chosen on a skewed mix.
+
     Example:
         >>> left, right, same = pair_indices(np.repeat(np.arange(4), 3), 5)
         >>> len(left), int(same.sum()), bool((same == (np.repeat(np.arange(4), 3)[left]
@@ -181,9 +186,9 @@ def pair_indices(ids: np.ndarray, n_pairs: int, *, seed: int = 0
             pos.add(pair)
         elif ids[i] != ids[j] and len(neg) < n_pairs:
             neg.add(pair)
-    pairs = sorted(pos) + sorted(neg)
+    pairs = [p for both in zip(sorted(pos), sorted(neg)) for p in both]
     left, right = (np.array(p) for p in zip(*pairs))
-    return left, right, np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+    return left, right, np.tile([True, False], n_pairs)
 
 
 def train_on_crops(cfg, crops: np.ndarray, labels: np.ndarray, *, tag: str,
