@@ -36,8 +36,10 @@ __all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook
            "resolve_notebooks", "run_notebooks"]
 
 KERNEL_NAME = "arclab-runner"
-CELL_TIMEOUT_S = 1800
-"""A cell running longer than this fails the notebook instead of hanging the run."""
+CELL_TIMEOUT_S = 3 * 3600
+"""A cell running longer than this fails the notebook instead of hanging the run. Generous:
+one cell may train a whole ablation (notebook 11's rows cell, ten detector runs, takes about
+50 minutes cold in the book profile on 2 CPU cores; at 30 minutes it timed out)."""
 
 
 class NotebookFailed(RuntimeError):
