@@ -143,6 +143,12 @@ def test_protocol_counts_and_disjoint_identities():
     age = protocols.agedb_pairs(cfg, n_identities=50, n_pairs=100, min_gap=0.5)
     gap = np.abs(age["left"]["overrides"]["age"] - age["right"]["overrides"]["age"])
     assert (gap >= 0.5 - 1e-6).all()
+    # "fold" is the evaluator's contiguous split (np.array_split), for every protocol
+    odd = protocols.cfp_fp_pairs(cfg, n_identities=50, n_pairs=103)
+    for pairs in (lfw, cfp, age, odd):
+        blocks = np.array_split(np.arange(len(pairs["issame"])), 10)
+        assert [np.flatnonzero(pairs["fold"] == k).tolist() for k in range(10)] == \
+            [b.tolist() for b in blocks]
     allp = protocols.all_pairs_set(cfg, 7, 5)
     ids = allp["items"]["identity"]
     pos = sum(int(a == b) for i, a in enumerate(ids) for b in ids[i + 1:])

@@ -79,6 +79,13 @@ def _pairs(rng, n_identities: int, n_pairs: int, offset: int):
     return a[order], b[order], issame[order]
 
 
+def _contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
+    """The fold of each of ``n`` pairs as ``verification_accuracy_10fold`` splits them:
+    contiguous blocks, the first ``n mod n_folds`` one pair longer (``np.array_split``)."""
+    return np.concatenate([np.full(len(b), k) for k, b in
+                           enumerate(np.array_split(np.arange(n), n_folds))])
+
+
 def verification_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 6000,
                        n_folds: int = 10) -> dict:
     """Pairs of evaluation identities under ``cfg`` as it is: half positive in every fold.
@@ -114,7 +121,7 @@ def cfp_fp_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
     a, b, same = _pairs(rng, n_ids, n, EVAL_OFFSET)
     lo, hi = profile_yaw_deg
     profile = rng.uniform(lo, hi, n) * rng.choice([-1.0, 1.0], n)
-    return {"config": cfg, "issame": same, "fold": np.arange(n) % 10,
+    return {"config": cfg, "issame": same, "fold": _contiguous_folds(n),
             "left": _items(a, np.arange(n), yaw=rng.uniform(-5, 5, n)),
             "right": _items(b, np.arange(n) + n, yaw=profile)}
 
@@ -132,7 +139,7 @@ def agedb_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
     old = young + min_gap + rng.random(n) * (1 - min_gap - young)
     swap = rng.random(n) < 0.5
     left, right = np.where(swap, old, young), np.where(swap, young, old)
-    return {"config": cfg, "issame": same, "fold": np.arange(n) % 10,
+    return {"config": cfg, "issame": same, "fold": _contiguous_folds(n),
             "left": _items(a, np.arange(n), age=left), "right": _items(b, np.arange(n) + n,
                                                                      age=right)}
 
