@@ -53,6 +53,9 @@ def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             and m.running_mean is not None]
 
 
+_EPS = 1e-12  # guards the relative distances against an all-zero running variance
+
+
 class _Statistics:
     """Forward hooks on every BN layer that add its relative batch-statistics distance to
     ``total`` when its input has spatial positions (feature maps, not embedding vectors)."""
@@ -84,9 +87,6 @@ class _Statistics:
     def close(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-_EPS = 1e-12
 
 
 def bn_statistics_loss(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
