@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import DeformConv2d
+
+from arclab.detection.deform import DeformConv2d
 
 __all__ = ["BGR_MEAN", "RetinaFace", "load_port_weights", "preprocess"]
 
