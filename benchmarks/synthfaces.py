@@ -2,13 +2,23 @@
 
 Prints images/s for batch rendering (aligned, default 112×112) and for reading the same
 images back from the on-disk cache through FaceDataset + DataLoader. As a reference measured
-in the same run it also prints the time of one elementwise pass (``x * 2 + 1``) over the same
-image batch, so the renderer's cost reads as "equivalent elementwise passes" on any machine.
+in the same run it also prints the time of one elementwise pass (``x + 1``) over the same
+image batch (into a preallocated output), so the renderer's cost reads as "equivalent
+elementwise passes" on any machine.
 Target: >= 1,000 aligned 112×112 images/s on 2 CPU cores.
 
 Rendering is timed ``--repeats`` times and the best pass is reported: on a shared machine the
 other passes mostly measure the neighbours. ``--threads`` sets torch's intra-op threads (on a
 loaded 2-core machine, 1 thread is often faster than 2).
+
+The reference pass writes into a preallocated tensor (``torch.add(x, 1, out=y)``). Until
+2026-12-02 it was ``x * 2 + 1``, two passes whose fresh 38 MB results (256 × 3 × 112² floats,
+above glibc's largest mmap threshold) were page-faulted in on every call: 139 µs per image,
+against about 15 µs per pass without the faults, so rendering read as 12 passes when it is
+about 110. The renderer works on chunks of about 6 MB, which glibc keeps in its heap; the
+minor page faults it takes per image are printed too (keeping freed memory with
+``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` removed most of them without changing
+the render rate: 595 vs 600 images/s).
 
     python benchmarks/synthfaces.py [--n 2048] [--batch 256] [--size 112] [--repeats 3]
                                     [--threads N]
@@ -17,6 +27,7 @@ loaded 2-core machine, 1 thread is often faster than 2).
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 
@@ -42,16 +53,21 @@ def main() -> None:
     items = protocols.training_set(cfg, args.n // 8, 8)["items"]
     render_faces(cfg, items["identity"][:8], items["index"][:8], size=args.size)  # warm-up
     render_s = float("inf")
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(max(1, args.repeats)):
         start = time.perf_counter()
         for s in range(0, args.n, args.batch):
             render_faces(cfg, items["identity"][s:s + args.batch],
                          items["index"][s:s + args.batch], size=args.size)
         render_s = min(render_s, time.perf_counter() - start)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (
+        max(1, args.repeats) * args.n)
     x = torch.rand(args.batch, 3, args.size, args.size)
+    y = torch.empty_like(x)
+    torch.add(x, 1.0, out=y)
     start = time.perf_counter()
     for _ in range(20):
-        x * 2 + 1
+        torch.add(x, 1.0, out=y)
     pass_s = (time.perf_counter() - start) / 20 * (args.n / args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         out = cache.cached_render(cfg, items, size=args.size, directory=tmp, progress=False)
@@ -63,6 +79,7 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()} n={args.n} batch={args.batch} size={args.size}")
     print(f"render (aligned):  {args.n / render_s:8.0f} images/s   (target >= 1000; best of "
           f"{max(1, args.repeats)})")
+    print(f"page faults:       {faults:8.1f} per image (minor; see the module docstring)")
     print(f"reference pass:    one elementwise pass over the batch = {pass_s / args.n * 1e6:.1f}"
           f" us/image; rendering costs {render_s / pass_s:.0f} such passes")
     print(f"cache read:        {n_read / read_s:8.0f} images/s (memmap -> FaceDataset -> "
