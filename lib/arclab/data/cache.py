@@ -4,6 +4,14 @@ The cache key is a hash of everything that decides the pixels (generator config,
 size, alignment, renderer version), so a changed parameter never reads stale images. Files are
 uint8 ``.npy`` arrays (N, H, W, 3) opened as read-only memory maps, written atomically.
 
+Pixels are equal across machines up to float round-off only: torch's bilinear upsampling (the
+background) rounds differently with different thread counts, which moves values by ~1e-7 and,
+after quantisation, about 1 in 10⁶ uint8 values by one level (measured between 1 and 2 threads;
+``tests/test_synthfaces.py`` bounds it). A cache file is therefore not byte-identical to a
+render on a machine with another thread count, and a model trained on either follows its own
+trajectory (SGD amplifies round-off, as notebook 11 measures): compare runs across machines by
+their spread over seeds, not digit by digit.
+
 Taught in: notebooks/03_synthfaces.ipynb
 """
 
