@@ -87,12 +87,16 @@ def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None
 
 class DeformConv2d(_TorchvisionDeformConv2d):
     """torchvision's ``DeformConv2d`` (same parameters, initialisation and state dict) whose
-    forward pass uses :func:`deform_conv2d`; with groups, offset groups or a mask it falls back
-    to torchvision's kernel."""
+    forward pass on the CPU uses :func:`deform_conv2d`. On other devices, and with groups,
+    offset groups or a mask, it runs torchvision's kernel: its CUDA kernel is fast, and it
+    recomputes the sampled columns in the backward pass where :func:`deform_conv2d` keeps them
+    for autograd (N·C·kh·kw·Ho·Wo values per layer: small at notebook 11's scale, gigabytes for
+    a ResNet-50 detector on large batches)."""
 
     def forward(self, input: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
         k = self.kernel_size[0] * self.kernel_size[1]
-        if mask is None and self.groups == 1 and offset.dim() == 4 and offset.shape[1] == 2 * k:
+        if (input.device.type == "cpu" and mask is None and self.groups == 1
+                and offset.dim() == 4 and offset.shape[1] == 2 * k):
             return deform_conv2d(input, offset, self.weight, self.bias, self.stride,
                                  self.padding, self.dilation)
         return _torchvision_deform_conv2d(input, offset, self.weight, self.bias, self.stride,
