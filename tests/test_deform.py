@@ -95,6 +95,8 @@ def test_module_is_torchvisions_with_the_same_parameters_and_output():
     ({"stride": 0}, "stride must be"),
     ({"padding": -1}, "padding must be"),
     ({"x": torch.zeros(3, 4, 4)}, "must be 4-D"),
+    ({"x": torch.zeros(1, 3, 1, 1), "padding": 0}, "kernel .* does not fit"),
+    ({"dilation": 1.5}, "dilation must be"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     args = {"x": torch.zeros(1, 3, 4, 4), "offset": torch.zeros(1, 18, 4, 4),

@@ -31,11 +31,11 @@ __all__ = ["DeformConv2d", "deform_conv2d"]
 
 
 def _pair(value: int | tuple[int, int], name: str, low: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < low
-                             for v in pair):
+    pair = (value, value) if isinstance(value, int) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < low for v in pair):
         raise ValueError(f"{name} must be an integer >= {low} or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return tuple(pair)  # type: ignore[return-value]
 
 
 def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
@@ -61,14 +61,15 @@ def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None
         raise ValueError(f"weight has {cin} input channels but x has {c} (groups are not "
                          "supported)")
     ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"the {kh}x{kw} kernel (dilation {dh}, {dw}) does not fit x of "
+                         f"{h}x{w} with padding ({ph}, {pw}): output size {ho}x{wo}")
     k = kh * kw
     if tuple(offset.shape) != (n, 2 * k, ho, wo):
         raise ValueError(f"offset must have shape {(n, 2 * k, ho, wo)} (N, 2·kh·kw, Ho, Wo; "
                          f"offset groups are not supported), got {tuple(offset.shape)}")
     if bias is not None and tuple(bias.shape) != (cout,):
         raise ValueError(f"bias must have shape ({cout},), got {tuple(bias.shape)}")
-    if ho < 1 or wo < 1:
-        raise ValueError(f"the kernel does not fit: output size {ho}x{wo}")
     dev, dt = x.device, x.dtype
     tap_y = (torch.arange(kh, device=dev) * dh).repeat_interleave(kw).view(k, 1, 1)
     tap_x = (torch.arange(kw, device=dev) * dw).repeat(kh).view(k, 1, 1)
