@@ -63,6 +63,18 @@ def test_zero_offsets_are_a_plain_convolution_and_integer_offsets_shift_the_inpu
                                plain[:, :, 3:11, 0:16])
 
 
+def test_channels_last_inputs_give_the_same_result():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 6, 6, generator=gen)
+    offset = torch.randn(2, 18, 6, 6, generator=gen)
+    weight = torch.randn(3, 4, 3, 3, generator=gen)
+    expected = deform_conv2d(x, offset, weight, padding=1)
+    cl = torch.channels_last
+    got = deform_conv2d(x.contiguous(memory_format=cl), offset.contiguous(memory_format=cl),
+                        weight.contiguous(memory_format=cl), padding=1)
+    torch.testing.assert_close(got, expected)
+
+
 def test_half_pixel_offset_is_the_mean_of_neighbours():
     x = torch.arange(12.0, dtype=torch.float64).view(1, 1, 3, 4)
     weight = torch.ones(1, 1, 1, 1, dtype=torch.float64)

@@ -75,7 +75,7 @@ def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None
     tap_x = (torch.arange(kw, device=dev) * dw).repeat(kh).view(k, 1, 1)
     base_y = (torch.arange(ho, device=dev).view(1, ho, 1) * sh - ph + tap_y).to(dt)
     base_x = (torch.arange(wo, device=dev).view(1, 1, wo) * sw - pw + tap_x).to(dt)
-    off = offset.view(n, k, 2, ho, wo)
+    off = offset.reshape(n, k, 2, ho, wo)
     y, xx = base_y + off[:, :, 0], base_x + off[:, :, 1]  # pixel coordinates (N, k, Ho, Wo)
     # align_corners=False maps pixel p to (2p + 1)/size − 1 and back: exact for any size ≥ 1
     grid = torch.stack(((2 * xx + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
