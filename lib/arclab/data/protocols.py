@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from arclab.data.params import SynthConfig
+from arclab.evaluation.protocols import contiguous_folds
 
 __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pairs_set",
            "cfp_fp_pairs", "identity_items", "inject_label_noise", "lfw_pairs", "make_protocol",
@@ -79,13 +80,6 @@ def _pairs(rng, n_identities: int, n_pairs: int, offset: int):
     return a[order], b[order], issame[order]
 
 
-def _contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
-    """The fold of each of ``n`` pairs as ``verification_accuracy_10fold`` splits them:
-    contiguous blocks, the first ``n mod n_folds`` one pair longer (``np.array_split``)."""
-    return np.concatenate([np.full(len(b), k) for k, b in
-                           enumerate(np.array_split(np.arange(n), n_folds))])
-
-
 def verification_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 6000,
                        n_folds: int = 10) -> dict:
     """Pairs of evaluation identities under ``cfg`` as it is: half positive in every fold.
@@ -100,7 +94,7 @@ def verification_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int =
     n = per * folds
     return {"config": cfg, "left": _items(np.concatenate(a), np.arange(n)),
             "right": _items(np.concatenate(b), np.arange(n) + n),
-            "issame": np.concatenate(same), "fold": np.repeat(np.arange(folds), per)}
+            "issame": np.concatenate(same), "fold": contiguous_folds(n, folds)}
 
 
 def lfw_pairs(cfg: SynthConfig, n_identities: int = 500, pairs_per_fold: int = 600,
@@ -121,7 +115,7 @@ def cfp_fp_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
     a, b, same = _pairs(rng, n_ids, n, EVAL_OFFSET)
     lo, hi = profile_yaw_deg
     profile = rng.uniform(lo, hi, n) * rng.choice([-1.0, 1.0], n)
-    return {"config": cfg, "issame": same, "fold": _contiguous_folds(n),
+    return {"config": cfg, "issame": same, "fold": contiguous_folds(n),
             "left": _items(a, np.arange(n), yaw=rng.uniform(-5, 5, n)),
             "right": _items(b, np.arange(n) + n, yaw=profile)}
 
@@ -139,7 +133,7 @@ def agedb_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
     old = young + min_gap + rng.random(n) * (1 - min_gap - young)
     swap = rng.random(n) < 0.5
     left, right = np.where(swap, old, young), np.where(swap, young, old)
-    return {"config": cfg, "issame": same, "fold": _contiguous_folds(n),
+    return {"config": cfg, "issame": same, "fold": contiguous_folds(n),
             "left": _items(a, np.arange(n), age=left), "right": _items(b, np.arange(n) + n,
                                                                      age=right)}
 

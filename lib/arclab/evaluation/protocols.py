@@ -22,7 +22,8 @@ from arclab.evaluation._select import decimal_rank, wilson
 from arclab.evaluation._tiles import as_features, as_ids
 from arclab.evaluation.allpairs import _check_fprs
 
-__all__ = ["tar_at_far", "template_features", "verification_accuracy_10fold"]
+__all__ = ["contiguous_folds", "tar_at_far", "template_features",
+           "verification_accuracy_10fold"]
 
 
 def _numpy(a, name: str) -> np.ndarray:
@@ -35,6 +36,19 @@ def _as_labels(labels, n: int, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be ({n},) booleans or 0/1, got shape {a.shape}, "
                          f"dtype {a.dtype}")
     return a.astype(bool)
+
+
+def contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
+    """The fold (int64, shape (n,)) of each of ``n`` pairs in their order, as
+    :func:`verification_accuracy_10fold` splits them: contiguous blocks, the first
+    ``n mod n_folds`` one pair longer (``np.array_split``, insightface's unshuffled KFold).
+
+    Example:
+        >>> contiguous_folds(7, 3).tolist()
+        [0, 0, 0, 1, 1, 2, 2]
+    """
+    return np.concatenate([np.full(len(block), k, dtype=np.int64) for k, block in
+                           enumerate(np.array_split(np.arange(n), n_folds))])
 
 
 def verification_accuracy_10fold(emb1: np.ndarray | Tensor, emb2: np.ndarray | Tensor,
@@ -88,9 +102,7 @@ def verification_accuracy_10fold(emb1: np.ndarray | Tensor, emb2: np.ndarray | T
     if grid.ndim != 1 or grid.size == 0 or not np.isfinite(grid).all():
         raise ValueError(f"thresholds must be a non-empty 1-D list of finite numbers, got "
                          f"{thresholds!r}")
-    n = len(sims)
-    sizes = np.full(10, n // 10) + (np.arange(10) < n % 10)
-    edges = np.r_[0, np.cumsum(sizes)]
+    fold = contiguous_folds(len(sims))
 
     def accuracy(idx: np.ndarray, t: np.ndarray) -> np.ndarray:
         pos, neg = np.sort(sims[idx][same[idx]]), np.sort(sims[idx][~same[idx]])
@@ -100,8 +112,7 @@ def verification_accuracy_10fold(emb1: np.ndarray | Tensor, emb2: np.ndarray | T
 
     accs, best = np.zeros(10), np.zeros(10)
     for k in range(10):
-        test = np.arange(edges[k], edges[k + 1])
-        train = np.r_[np.arange(0, edges[k]), np.arange(edges[k + 1], n)]
+        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
         best[k] = grid[int(np.argmax(accuracy(train, grid)))]
         accs[k] = accuracy(test, best[k:k + 1])[0]
     return {"mean": float(accs.mean()), "std": float(accs.std()), "accuracies": accs,
