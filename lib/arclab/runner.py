@@ -38,8 +38,9 @@ __all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook
 KERNEL_NAME = "arclab-runner"
 CELL_TIMEOUT_S = 3 * 3600
 """A cell running longer than this fails the notebook instead of hanging the run. Generous:
-one cell may train a whole ablation (notebook 11's rows cell, ten detector runs, takes about
-50 minutes cold in the book profile on 2 CPU cores; at 30 minutes it timed out)."""
+one cell may train a whole ablation (notebook 11's rows cell, ten detector runs, took about
+50 minutes cold in the book profile on 2 CPU cores with torchvision's deformable convolution,
+and timed out at the former 30-minute limit; with ``arclab.detection.deform`` about 20)."""
 
 
 class NotebookFailed(RuntimeError):
