@@ -11,7 +11,7 @@ import torch
 from arclab.align import template, umeyama
 from arclab.data import cache, protocols
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
-from arclab.data.render import render
+from arclab.data.render import landmarks_3d, project, render, rotation
 from arclab.data.synth import render_faces
 
 CLEAN = SynthConfig(background=False, occlusion_rate=0.0, blur_px=0.0, noise=0.0,
@@ -44,6 +44,57 @@ def test_pixels_do_not_depend_on_the_batch_or_its_render_chunks():
     for i in (0, 17, 41, 59):
         one = render_faces(cfg, [ids[i]], [idx[i]], size=112)["images"][0]
         assert torch.equal(full["images"][i], one), i
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_feature_windows_give_the_pixels_of_painting_the_whole_frame(aligned):
+    """Eyes, nose, mouth, marks and glasses are painted only inside a window around each;
+    painting the whole frame instead (``dense``) must give the same bytes, for every
+    occluder, for turned heads and (unaligned) for faces cut by the frame edge."""
+    cfg = SynthConfig(seed=5, occlusion_rate=1.0, jpeg_rate=0.0)
+    ids, idx = list(range(40)), [i % 5 for i in range(40)]
+    ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, idx)
+    nuis["yaw"] = torch.linspace(-75, 75, 40)
+    size = 64
+    if aligned:
+        rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
+        plane = project(landmarks_3d(ident, nuis), rot, torch.eye(2, 3).expand(40, 2, 3))
+        f2p = umeyama(plane.double(), template(size).expand(40, 5, 2).double()).float()
+    else:  # big faces pushed towards the corners: features cross the frame edge
+        f2p = torch.zeros(40, 2, 3)
+        f2p[:, 0, 0] = f2p[:, 1, 1] = size * 0.45
+        f2p[:, :, 2] = torch.rand(40, 2, generator=torch.Generator().manual_seed(0)) * size
+    assert set(nuis["occlusion"].tolist()) == {1.0, 2.0, 3.0}
+    # a batch's window holds every image's feature; one image at a time is the tight case
+    for sel in [slice(0, 40)] + [slice(i, i + 1) for i in range(0, 40, 3)]:
+        one = ({k: v[sel] for k, v in ident.items()}, {k: v[sel] for k, v in nuis.items()},
+               f2p[sel], size)
+        windowed = render(*one, return_alpha=True)
+        dense = render(*one, return_alpha=True, dense=True)
+        for a, b in zip(windowed, dense):
+            assert torch.equal(a, b), sel
+
+
+def test_glasses_stay_around_the_eyes_when_the_back_of_the_head_is_in_view():
+    """At a large yaw the back of the head is visible, where the head-surface coordinates
+    repeat the front's; render version 3 drew glasses rims there (dots on the hair, about
+    one face unit from the eyes). Every pixel the glasses change must lie near an eye."""
+    cfg = SynthConfig(seed=5, background=False, noise=0.0, blur_px=0.0, jpeg_rate=0.0)
+    n, size = 24, 96
+    ids, yaw = list(range(n)), torch.tensor([-80.0, -70, -60, 0, 60, 70, 80, 30] * 3)
+    ident, k = identity_params(cfg, ids), size * 0.3  # whole heads, 0.3·size px per unit
+    f2p = torch.zeros(n, 2, 3)
+    f2p[:, 0, 0], f2p[:, 1, 1], f2p[:, :, 2] = k, k, size / 2
+    with_glasses, lm = render(ident, nuisance_params(cfg, ids, [0] * n, yaw=yaw,
+                                                     occlusion=1.0), f2p, size)
+    without, _ = render(ident, nuisance_params(cfg, ids, [0] * n, yaw=yaw, occlusion=0.0),
+                        f2p, size)
+    changed = (with_glasses - without).abs().amax(1) > 0
+    for i in range(n):
+        ys, xs = changed[i].nonzero(as_tuple=True)
+        assert len(ys) > 10, i  # the glasses are drawn
+        to_eye = torch.cdist(torch.stack([xs, ys], 1).float(), lm[i, :2]).amin(1) / k
+        assert to_eye.max() < 0.4, (i, float(yaw[i]), float(to_eye.max()))
 
 
 def test_thread_count_moves_pixels_by_round_off_only():

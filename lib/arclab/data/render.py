@@ -206,13 +206,17 @@ def _col(t: Tensor) -> Tensor:
 
 
 def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor, size: int,
-           *, background: bool = True, post: bool = True, return_alpha: bool = False):
+           *, background: bool = True, post: bool = True, return_alpha: bool = False,
+           dense: bool = False):
     """Render B faces into ``size``×``size`` images.
 
     Args:
         ident, nuis: parameter dicts of (B,) tensors (see :mod:`arclab.data.params`).
         face_to_px: (B, 2, 3) affine from the face plane to output pixels.
         background: cluttered background (else mid grey). post: blur, quantisation, noise.
+        dense: paint the small features (eyes, nose, mouth, marks, glasses) over the whole
+            frame instead of a window around each: the same pixels, bit for bit, only
+            slower; for tests of the windows.
 
     Returns:
         images (B, 3, size, size) float32 in [0, 1]; landmarks (B, 5, 2) in output pixels;
@@ -228,15 +232,12 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
     step = max(1, _CHUNK_PIXELS // (size * size))
     parts = []
-    for s in range(0, b, step):
+    for s in range(0, max(b, 1), step):
         e = min(s + step, b)
         parts.append(_render_chunk({k: v[s:e] for k, v in ident.items()},
                                    {k: v[s:e] for k, v in nuis.items()}, rot[s:e],
-                                   face_to_px[s:e], size, background, post,
-                                   return_alpha))
-    if not parts:
-        parts.append(_render_chunk(ident, nuis, rot, face_to_px, size, background, post,
-                                   return_alpha))
+                                   face_to_px[s:e], size, background, post, return_alpha,
+                                   dense))
     img = torch.cat([p[0] for p in parts])
     if return_alpha:
         return img, lm, torch.cat([p[1] for p in parts])
@@ -246,19 +247,9 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
 _CHUNK_PIXELS = 2**19
 
 
-def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_alpha):
+def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_alpha,
+                  dense=False):
     b = len(face_to_px)
-    f64 = face_to_px.double()
-    half = (size - 1) / 2
-    inv = torch.linalg.inv(f64[:, :, :2])
-    px = 1.0 / torch.linalg.det(f64[:, :, :2]).abs().sqrt()  # face units per pixel, (B,)
-    shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
-    xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
-    ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
-    g = torch.arange(size, dtype=torch.float32) - half
-    gi, gj = g[None, :, None], g[None, None, :]
-    pxf = px.float()
-    ipx = _col(1 / pxf)
     if background:  # smooth clutter: rendered at a quarter resolution, then upsampled
         low = max(8, size // 4)
         gl = torch.arange(low, dtype=torch.float32) * (size / low)
@@ -268,6 +259,43 @@ def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_a
                            size=(size, size), mode="bilinear", align_corners=False)
     else:
         bg = torch.full((b, 3, size, size), 0.5)
+    frame = _pixel_frame(face_to_px, size)
+    img, hair_mask, head = _shade(ident, nuis, rot, face_to_px, frame, bg, size, dense)
+    img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
+    if not return_alpha:
+        return img, None
+    alpha = torch.maximum(hair_mask, head)
+    hand_on = nuis["occlusion"] == 3
+    if bool(hand_on.any()):
+        xa, ya, px, gi, gj = frame
+        hand = _coverage(_hand_coef(nuis, xa, ya, px), gi, gj) * _col(hand_on.float())
+        alpha = torch.maximum(alpha, hand)
+    return img, alpha
+
+
+def _pixel_frame(face_to_px: Tensor, size: int):
+    """Face-plane x and y as affine coefficients (B, 3) in (j, i, 1), face units per pixel
+    (B,) and the centred row/column grids."""
+    f64 = face_to_px.double()
+    half = (size - 1) / 2
+    inv = torch.linalg.inv(f64[:, :, :2])
+    px = 1.0 / torch.linalg.det(f64[:, :, :2]).abs().sqrt()  # face units per pixel, (B,)
+    shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
+    xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
+    ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
+    g = torch.arange(size, dtype=torch.float32) - half
+    return xa, ya, px, g[None, :, None], g[None, None, :]
+
+
+def _shade(ident, nuis, rot, face_to_px, frame, bg, size: int, dense: bool):
+    """The face over the background ``bg`` (B, 3, H, W): hair, head, features, occluders.
+    Returns the image before post-processing, the hair and the head coverage (B, H, W).
+    ``dense`` paints small features over the whole frame instead of their pixel window
+    (same pixels: painting leaves everything outside a feature unchanged)."""
+    b = len(face_to_px)
+    xa, ya, px, gi, gj = frame
+    pxf = px.float()
+    ipx = _col(1 / pxf)
     pal = _palette(ident, nuis)
     light = pal["light"]
     # hair volume: a 2-D silhouette around the projected head, upper part only
@@ -317,20 +345,16 @@ def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_a
     amb = _col(nuis["ambient"])
     shade = torch.addcmul(amb, lam, 1 - amb)
     to_px = _head_to_px(rot, face_to_px, axes)
-    col, gain = _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size)
+    # features and glasses sit on the front of the head and fade out towards its sides; at a
+    # large yaw the back of the head is in view, where (qx, qy) repeat the front's values
+    front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp(0, 1)
+    col, gain = _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size,
+                         dense)
     face = col * (shade * gain)[:, None]
     img = torch.lerp(img, face, head[:, None])
-    img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, pxf,
-                     (rot, face_to_px, axes), size)
-    img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
-    if not return_alpha:
-        return img, None
-    alpha = torch.maximum(hair_mask, head)
-    hand_on = nuis["occlusion"] == 3
-    if bool(hand_on.any()):
-        hand = _coverage(_hand_coef(nuis, xa, ya, px), gi, gj) * _col(hand_on.float())
-        alpha = torch.maximum(alpha, hand)
-    return img, alpha
+    img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf,
+                     (rot, face_to_px, axes), size, dense)
+    return img, hair_mask, head
 
 
 def _hand_coef(nuis, xa, ya, px):
@@ -357,12 +381,15 @@ def _window(centre_px: Tensor, radius_px: Tensor, size: int) -> tuple[slice, sli
 
 
 def _paint(col: Tensor, maps: tuple[Tensor, ...], centre: Tensor, radius: Tensor, to_px,
-           ppu: Tensor, size: int, paint) -> Tensor:
+           ppu: Tensor, size: int, paint, dense: bool = False) -> Tensor:
     """``col[..., window] = paint(col[..., window], *maps[..., window])`` where the window holds,
     for every image, the disc of ``radius`` (B,) head units around ``centre`` (B, 2) head
     coordinates; ``ppu`` (B,) is pixels per head unit. Pixels outside are left as they are,
     and painting leaves pixels outside the disc exactly as they were, so what an image gets
-    does not depend on the rest of the batch. ``col`` may be (B, 3, H, W) or (B, H, W)."""
+    does not depend on the rest of the batch. ``col`` may be (B, 3, H, W) or (B, H, W).
+    ``dense`` paints the whole frame (the same pixels, bit for bit)."""
+    if dense:
+        return paint(col, *maps)
     if not len(col):
         return col
     win = _window(to_px(centre[:, None])[:, 0], radius * ppu * 1.25 + 2, size)
@@ -383,7 +410,7 @@ def _ellipse_fast(x: Tensor, y: Tensor, cx, cy, rx, ry, ipx: Tensor) -> Tensor:
     return torch.addcmul(s + 0.5, torch.addcmul(u * u, v, v), -s).clamp(0, 1)
 
 
-def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
+def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size, dense=False):
     """The head's colour under the light, before shading, (B, 3, H, W), and a grey gain
     (B, H, W) that multiplies it (wrinkles, nose, marks). Small features are painted only
     inside the pixel window that holds them in every image of the batch."""
@@ -397,7 +424,6 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
     skin, hair_c = pal["skin"] * light, pal["hair"] * light
     ipx = _col(1 / pxf)
     ppu = 1.0 / pxf
-    front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp(0, 1)  # features fade sideways
     hair_line = p("hairline") * bh
     hair = torch.maximum(torch.addcmul(hair_line * ipx + 0.5, qy, -ipx),
                          torch.addcmul(0.5 - 0.1 * c * ipx, qz, -ipx)).clamp(0, 1)
@@ -426,7 +452,7 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
 
         centre = torch.stack([side * v("eye_dx"), v("eye_y") - 0.5 * v("brow_dy")], 1)
         radius = torch.maximum(v("brow_w") + 0.2 * v("brow_w"), 1.2 * v("eye_r")) + v("brow_dy")
-        col = _paint(col, maps, centre, radius, to_px, ppu, size, eye)
+        col = _paint(col, maps, centre, radius, to_px, ppu, size, eye, dense)
     tip_y, nl, nw = ey + p("nose_len"), p("nose_len"), p("nose_w")
 
     def nose(cw, x, y, fr):
@@ -440,7 +466,7 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
 
     centre = torch.stack([torch.zeros_like(v("eye_y")), v("eye_y") + 0.5 * v("nose_len")], 1)
     gain = _paint(gain, maps, centre, 0.55 * v("nose_len") + 1.4 * v("nose_w"), to_px, ppu,
-                  size, nose)
+                  size, nose, dense)
     smile, half = p("smile"), p("mouth_w") * (1 + 0.15 * p("smile"))
     lip_h = p("lip_t") * (1 + 0.8 * p("mouth_open"))
     lip_c = pal["lip"] * skin * 1.4
@@ -456,7 +482,7 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
     centre = torch.stack([torch.zeros_like(v("mouth_y")), v("mouth_y")], 1)
     reach = v("mouth_w") * 1.2 + 2 * v("lip_t") * (1 + v("mouth_open")) + 0.3 * \
         v("mouth_w") ** 2
-    col = _paint(col, maps, centre, reach, to_px, ppu, size, mouth)
+    col = _paint(col, maps, centre, reach, to_px, ppu, size, mouth, dense)
     for u, w, on in (("mark_u", "mark_v", "mark_on"), ("mark2_u", "mark2_v", "mark2_on")):
         mx, my = v(u) * 0.6 * a[:, 0, 0], v(w) * 0.5 * bh[:, 0, 0]
 
@@ -466,13 +492,14 @@ def _texture(ident, nuis, pal, qx, qy, qz, a, bh, c, pxf, to_px, size):
             return cw * (1 - 0.45 * (spot * fr * (p(on) > 0.5)))
 
         gain = _paint(gain, maps, torch.stack([mx, my], 1), v("mark_r"), to_px, ppu, size,
-                      mark)
+                      mark, dense)
     return col, gain
 
 
-def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, pxf, geometry, size):
-    """Glasses and masks on the head surface; a hand-like blob in the image plane. Each is
-    drawn only on the images that have it."""
+def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf, geometry,
+               size, dense=False):
+    """Glasses on the front of the head, masks on its surface, a hand-like blob in the image
+    plane. Each is drawn only on the images that have it."""
     occ = nuis["occlusion"]
     ipx = _col(1 / pxf)
     sel = (occ == 1).nonzero().squeeze(1)
@@ -490,8 +517,9 @@ def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, pxf, geometr
 
         centre = torch.stack([torch.zeros_like(ident["eye_y"][sel]), ident["eye_y"][sel]], 1)
         reach = ident["eye_dx"][sel] + 2.0 * ident["eye_r"][sel]
-        part = _paint(img[sel], (qx[sel], qy[sel], head[sel]), centre, reach,
-                      _head_to_px(*(g[sel] for g in geometry)), 1.0 / pxf[sel], size, glasses)
+        part = _paint(img[sel], (qx[sel], qy[sel], head[sel] * front[sel]), centre, reach,
+                      _head_to_px(*(g[sel] for g in geometry)), 1.0 / pxf[sel], size, glasses,
+                      dense)
         img = _put(img, sel, part)
     sel = (occ == 2).nonzero().squeeze(1)
     if sel.numel():
