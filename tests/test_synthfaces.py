@@ -11,8 +11,8 @@ import torch
 from arclab.align import template, umeyama
 from arclab.data import cache, protocols
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
-from arclab.data.render import landmarks_3d, project, render, rotation
-from arclab.data.synth import render_faces
+from arclab.data.render import render
+from arclab.data.synth import _plane_landmarks, render_faces
 
 CLEAN = SynthConfig(background=False, occlusion_rate=0.0, blur_px=0.0, noise=0.0,
                     jpeg_rate=0.0)
@@ -57,9 +57,8 @@ def test_feature_windows_give_the_pixels_of_painting_the_whole_frame(aligned):
     nuis["yaw"] = torch.linspace(-75, 75, 40)
     size = 64
     if aligned:
-        rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
-        plane = project(landmarks_3d(ident, nuis), rot, torch.eye(2, 3).expand(40, 2, 3))
-        f2p = umeyama(plane.double(), template(size).expand(40, 5, 2).double()).float()
+        f2p = umeyama(_plane_landmarks(ident, nuis).double(),  # as render_faces aligns
+                      template(size).expand(40, 5, 2).double()).float()
     else:  # big faces pushed towards the corners: features cross the frame edge
         f2p = torch.zeros(40, 2, 3)
         f2p[:, 0, 0] = f2p[:, 1, 1] = size * 0.45

@@ -250,6 +250,17 @@ _CHUNK_PIXELS = 2**19
 def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_alpha,
                   dense=False):
     b = len(face_to_px)
+    f64 = face_to_px.double()
+    half = (size - 1) / 2
+    inv = torch.linalg.inv(f64[:, :, :2])
+    px = 1.0 / torch.linalg.det(f64[:, :, :2]).abs().sqrt()  # face units per pixel, (B,)
+    shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
+    xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
+    ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
+    g = torch.arange(size, dtype=torch.float32) - half
+    gi, gj = g[None, :, None], g[None, None, :]
+    pxf = px.float()
+    ipx = _col(1 / pxf)
     if background:  # smooth clutter: rendered at a quarter resolution, then upsampled
         low = max(8, size // 4)
         gl = torch.arange(low, dtype=torch.float32) * (size / low)
@@ -259,43 +270,6 @@ def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_a
                            size=(size, size), mode="bilinear", align_corners=False)
     else:
         bg = torch.full((b, 3, size, size), 0.5)
-    frame = _pixel_frame(face_to_px, size)
-    img, hair_mask, head = _shade(ident, nuis, rot, face_to_px, frame, bg, size, dense)
-    img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
-    if not return_alpha:
-        return img, None
-    alpha = torch.maximum(hair_mask, head)
-    hand_on = nuis["occlusion"] == 3
-    if bool(hand_on.any()):
-        xa, ya, px, gi, gj = frame
-        hand = _coverage(_hand_coef(nuis, xa, ya, px), gi, gj) * _col(hand_on.float())
-        alpha = torch.maximum(alpha, hand)
-    return img, alpha
-
-
-def _pixel_frame(face_to_px: Tensor, size: int):
-    """Face-plane x and y as affine coefficients (B, 3) in (j, i, 1), face units per pixel
-    (B,) and the centred row/column grids."""
-    f64 = face_to_px.double()
-    half = (size - 1) / 2
-    inv = torch.linalg.inv(f64[:, :, :2])
-    px = 1.0 / torch.linalg.det(f64[:, :, :2]).abs().sqrt()  # face units per pixel, (B,)
-    shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
-    xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
-    ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
-    g = torch.arange(size, dtype=torch.float32) - half
-    return xa, ya, px, g[None, :, None], g[None, None, :]
-
-
-def _shade(ident, nuis, rot, face_to_px, frame, bg, size: int, dense: bool):
-    """The face over the background ``bg`` (B, 3, H, W): hair, head, features, occluders.
-    Returns the image before post-processing, the hair and the head coverage (B, H, W).
-    ``dense`` paints small features over the whole frame instead of their pixel window
-    (same pixels: painting leaves everything outside a feature unchanged)."""
-    b = len(face_to_px)
-    xa, ya, px, gi, gj = frame
-    pxf = px.float()
-    ipx = _col(1 / pxf)
     pal = _palette(ident, nuis)
     light = pal["light"]
     # hair volume: a 2-D silhouette around the projected head, upper part only
@@ -354,7 +328,15 @@ def _shade(ident, nuis, rot, face_to_px, frame, bg, size: int, dense: bool):
     img = torch.lerp(img, face, head[:, None])
     img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf,
                      (rot, face_to_px, axes), size, dense)
-    return img, hair_mask, head
+    img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
+    if not return_alpha:
+        return img, None
+    alpha = torch.maximum(hair_mask, head)
+    hand_on = nuis["occlusion"] == 3
+    if bool(hand_on.any()):
+        hand = _coverage(_hand_coef(nuis, xa, ya, px), gi, gj) * _col(hand_on.float())
+        alpha = torch.maximum(alpha, hand)
+    return img, alpha
 
 
 def _hand_coef(nuis, xa, ya, px):
