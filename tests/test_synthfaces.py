@@ -10,6 +10,7 @@ import torch
 
 from arclab.align import template, umeyama
 from arclab.data import cache, protocols
+from arclab.data import render as renderer
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
 from arclab.data.render import render
 from arclab.data.synth import _plane_landmarks, render_faces
@@ -48,13 +49,16 @@ def test_pixels_do_not_depend_on_the_batch_or_its_render_chunks():
 
 @pytest.mark.parametrize("aligned", [True, False])
 def test_feature_windows_give_the_pixels_of_painting_the_whole_frame(aligned):
-    """Eyes, nose, mouth, marks and glasses are painted only inside a window around each;
-    painting the whole frame instead (``dense``) must give the same bytes, for every
-    occluder, for turned heads and (unaligned) for faces cut by the frame edge."""
+    """Forehead lines, eyes, nose, mouth, marks and glasses are painted only inside a window
+    around each; painting the whole frame instead (``dense``) must give the same bytes, for
+    every occluder, for heads turned in yaw, pitch and roll and (unaligned) for faces cut by
+    the frame edge."""
     cfg = SynthConfig(seed=5, occlusion_rate=1.0, jpeg_rate=0.0)
     ids, idx = list(range(40)), [i % 5 for i in range(40)]
     ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, idx)
     nuis["yaw"] = torch.linspace(-75, 75, 40)
+    turn = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    nuis["pitch"], nuis["roll"] = torch.linspace(-40, 40, 40)[turn], torch.linspace(40, -40, 40)
     size = 64
     if aligned:
         f2p = umeyama(_plane_landmarks(ident, nuis).double(),  # as render_faces aligns
@@ -113,6 +117,67 @@ def test_thread_count_moves_pixels_by_round_off_only():
     levels = [(x * 255 + 0.5).clamp(0, 255).to(torch.uint8).int() for x in out.values()]
     changed = (levels[0] - levels[1]).abs()
     assert changed.max() <= 1 and changed.float().mean() < 1e-5
+
+
+def test_blur_is_a_gaussian_with_replicated_edges():
+    """Shifted sums against a float64 2-D convolution with the normalised Gaussian kernel."""
+    img = torch.rand(4, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.25, 0.5, 0.9, 1.3])
+    for radius in (1, 2, 4):
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        k = torch.exp(-0.5 * (taps / sigma.double()[:, None]) ** 2)
+        k = k / k.sum(1, keepdim=True)
+        kernel = (k[:, :, None] * k[:, None, :]).repeat_interleave(3, 0)[:, None]
+        padded = torch.nn.functional.pad(img.double().reshape(1, 12, 20, 24), (radius,) * 4,
+                                         mode="replicate")
+        want = torch.nn.functional.conv2d(padded, kernel, groups=12).view(4, 3, 20, 24)
+        got = renderer._gaussian_blur(img, sigma, radius)
+        assert (got.double() - want).abs().max() < 1e-6, radius
+
+
+def test_post_skips_only_the_blur_that_float32_cannot_show():
+    img = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    nuis = {"blur": torch.tensor([0.0, 0.125, 0.25]), "jpeg": torch.zeros(3),
+            "jpeg_quality": torch.full((3,), 50.0), "noise": torch.zeros(3),
+            "bg_seed": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)}
+    out = renderer._post(img.clone(), nuis, 1.0)
+    # sigma = 1/8 px: the off-centre taps weigh e^-32, so blurring would change nothing
+    one_eighth = renderer._gaussian_blur(img[1:2], torch.tensor([0.125]), 1)[0]
+    assert torch.equal(out[0], img[0]) and torch.equal(out[1], img[1])
+    assert (one_eighth - img[1]).abs().max() < 1e-6
+    quarter = renderer._gaussian_blur(img[2:3], torch.tensor([0.25]), 1)[0]
+    assert torch.equal(out[2], quarter) and (quarter - img[2]).abs().max() > 3e-4
+
+
+def test_noise_is_standard_normal_and_independent_between_images():
+    seeds = torch.arange(200, dtype=torch.float64) * 7919 + 11
+    noise = torch.stack(renderer._noise(seeds, (3, 112, 112))).flatten(1).double()
+    assert noise.mean(1).abs().max() < 0.03 and (noise.std(1) - 1).abs().max() < 0.03
+    corr = torch.corrcoef(noise)[~torch.eye(200, dtype=torch.bool)]
+    assert corr.abs().max() < 0.03  # windows of one bank, never the same pixel twice
+    again = renderer._noise(seeds[[5, 3]], (3, 112, 112))
+    assert torch.equal(again[0].flatten().double(), noise[5])
+    # in a render: the noisy image minus the clean one is sigma times the image's noise
+    cfg = replace(CLEAN, noise=0.05)
+    noisy = render_faces(cfg, [0, 1], [0, 0], size=48)
+    clean = render_faces(cfg, [0, 1], [0, 0], size=48, noise=0.0)["images"]
+    sigma = noisy["nuisance"]["noise"]
+    want = torch.stack(renderer._noise(noisy["nuisance"]["bg_seed"], (3, 48, 48)))
+    inside = (clean > 0.2) & (clean < 0.8)  # far from the clamp at 0 and 1
+    got = (noisy["images"] - clean) / sigma[:, None, None, None]
+    assert (got - want)[inside].abs().max() < 1e-4 and bool((sigma > 0).all())
+
+
+def test_background_uniforms_are_per_seed_and_uncorrelated():
+    seeds = torch.arange(4000, dtype=torch.float64)
+    u = renderer._uniform(seeds, 32, 1)
+    assert torch.equal(renderer._uniform(seeds[[7, 2]], 32, 1), u[[7, 2]])
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.003
+    assert float(u.min()) >= 0 and float(u.max()) < 1
+    # neighbouring seeds and columns must not share values (seed·g + k·g would)
+    shifted = torch.corrcoef(torch.stack([u[:-1, 1:].flatten(), u[1:, :-1].flatten()]))[0, 1]
+    assert abs(float(shifted)) < 0.02
+    assert not torch.equal(renderer._uniform(seeds[:5], 32, 2), u[:5])
 
 
 def test_aligned_crops_are_least_squares_aligned_to_the_template():

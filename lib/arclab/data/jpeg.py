@@ -86,7 +86,8 @@ def jpeg_compress(images: Tensor, quality: Tensor) -> Tensor:
     ycc = (_RGB2YCC @ x.reshape(b, 3, -1)).view(b, 3, hp, wp)  # Y, Cb, Cr in 0..255 units
     luma_t, chroma_t = quant_tables(quality.to(torch.float32))
     y = _blocks_roundtrip(ycc[:, 0] - 128, luma_t) + 128
-    chroma = F.avg_pool2d(ycc[:, 1:], 2)  # 4:2:0
+    c = ycc[:, 1:]  # 4:2:0: the mean of each 2×2 block
+    chroma = (c[..., ::2, ::2] + c[..., 1::2, ::2] + c[..., ::2, 1::2] + c[..., 1::2, 1::2]) / 4
     chroma = _blocks_roundtrip(chroma.reshape(2 * b, hp // 2, wp // 2),
                                chroma_t.repeat_interleave(2, 0)).view(b, 2, hp // 2, wp // 2)
     up = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)

@@ -12,6 +12,10 @@ Taught in: notebooks/03_synthfaces.ipynb
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -94,12 +98,23 @@ def _palette(ident: dict[str, Tensor], nuis: dict[str, Tensor]) -> dict[str, Ten
     return {"skin": skin, "hair": hair, "iris": iris, "lip": lip, "light": light}
 
 
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective hash of uint64s."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def _uniform(seeds: Tensor, n: int, salt: int) -> Tensor:
-    """(B, n) uniforms, each row from its own seed: independent of how images are batched."""
-    rows = [torch.rand(n, generator=torch.Generator().manual_seed((int(s) * 7919 + salt)
-                                                                   % (2**63 - 1)))
-            for s in seeds.tolist()]
-    return torch.stack(rows) if rows else torch.zeros(0, n)
+    """(B, n) uniforms in [0, 1), each row from its own seed (SplitMix64: column k of a row is
+    the hash of the row's hashed seed plus k golden-ratio steps): independent of how images
+    are batched, and vectorised over the batch."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        row = _mix64(np.asarray(seeds.tolist(), dtype=np.float64).astype(np.uint64)
+                     + np.uint64(salt) * np.uint64(0xD1B54A32D192ED03))
+        z = _mix64(row[:, None] + np.arange(1, n + 1, dtype=np.uint64)[None] * golden)
+    return torch.from_numpy((z >> np.uint64(40)).astype(np.float32) / np.float32(2**24))
 
 
 def _background(bg_seed: Tensor, px_x: Tensor, px_y: Tensor, size: int) -> Tensor:
@@ -120,15 +135,20 @@ def _background(bg_seed: Tensor, px_x: Tensor, px_y: Tensor, size: int) -> Tenso
 
 def _gaussian_blur(img: Tensor, sigma: Tensor, radius: int) -> Tensor:
     """Blur each image (B, 3, H, W) by its own Gaussian ``sigma`` (B,) px, taps reaching
-    ``radius`` px, edges replicated: one separable depthwise convolution for the batch."""
-    b, c, h, w = img.shape
-    taps = torch.arange(-radius, radius + 1, dtype=img.dtype)
+    ``radius`` px, edges replicated: separable, each direction a sum of shifted copies
+    weighted per image (for these small kernels faster than a grouped convolution)."""
+    taps = torch.arange(radius + 1, dtype=img.dtype)
     k = torch.exp(-0.5 * (taps / sigma[:, None]) ** 2)
-    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)[:, None, None, :]
-    x = F.pad(img.reshape(1, b * c, h, w), (radius, radius, 0, 0), mode="replicate")
-    x = F.conv2d(x, k, groups=b * c)
-    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(x, k.transpose(2, 3), groups=b * c).view(b, c, h, w)
+    k = (k / (2 * k.sum(1, keepdim=True) - k[:, :1]))[:, :, None, None, None]  # (B, r+1, ...)
+    for dim in (3, 2):
+        n = img.shape[dim]
+        pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+        x = F.pad(img, pad, mode="replicate")
+        img = x.narrow(dim, radius, n) * k[:, 0]
+        for t in range(1, radius + 1):
+            img = img.addcmul_(x.narrow(dim, radius - t, n) + x.narrow(dim, radius + t, n),
+                               k[:, t])
+    return img
 
 
 def _put(img: Tensor, sel: Tensor, values: Tensor) -> Tensor:
@@ -136,14 +156,40 @@ def _put(img: Tensor, sel: Tensor, values: Tensor) -> Tensor:
     return img.index_copy(0, sel, values) if img.requires_grad else img.index_copy_(0, sel, values)
 
 
+_NOISE_BANK = 2**22
+
+
+@functools.cache
+def _noise_bank() -> Tensor:
+    """2**22 standard normal numbers (16 MB), drawn once per process from a fixed seed."""
+    return torch.randn(_NOISE_BANK, generator=torch.Generator().manual_seed(104729))
+
+
+def _noise(seeds: Tensor, shape: tuple[int, ...]) -> list[Tensor]:
+    """Standard normal noise of ``shape`` per seed (B,), as B views into the bank: each image's
+    is the window that starts at an offset drawn from its own seed, so it is independent of
+    the batch and costs no draws (torch draws normal numbers on one core at about 7 ns each,
+    0.3 ms per 112 px image). Two images share a noise value at the same pixel with
+    probability about 1 in 4 million; images larger than the bank (above about 1,180 px
+    square) repeat it."""
+    n = math.prod(shape)
+    bank = _noise_bank()
+    if n > len(bank):
+        bank = bank.repeat(-(-n // len(bank)) + 1)
+    span = len(bank) - n + 1
+    return [bank[int(s) * 2654435761 % span:][:n].view(shape) for s in seeds.tolist()]
+
+
 def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
     """Blur (Gaussian, sigma in px at 112 × ``scale``, rounded to 1/8 px), JPEG compression at
-    ``jpeg_quality`` where ``jpeg`` is 1, and additive Gaussian noise seeded per image.
+    ``jpeg_quality`` where ``jpeg`` is 1, and additive Gaussian noise of std ``noise``, each
+    image's from its own seed (see ``_noise``).
 
-    Images whose taps reach equally far (ceil(3σ) px) are blurred by one convolution, each
-    with its own kernel."""
+    Images whose taps reach equally far (ceil(3σ) px) are blurred together, each with its own
+    kernel. A sigma of 1/8 px is no blur: its off-centre taps weigh e^-32, below
+    float32's resolution, so images are blurred from 1/4 px on."""
     levels = torch.round(nuis["blur"] * scale * 8) / 8
-    reach = torch.where(levels > 0, torch.ceil(3 * levels).clamp(min=1), torch.zeros(()))
+    reach = torch.where(levels >= 0.25, torch.ceil(3 * levels), torch.zeros(()))
     for radius in torch.unique(reach).tolist():
         if radius > 0:
             sel = (reach == radius).nonzero().squeeze(1)
@@ -152,14 +198,12 @@ def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
     if sel.numel():
         img = _put(img, sel, jpeg_compress(img[sel], nuis["jpeg_quality"][sel]))
     sigma = nuis["noise"]
-    noisy = (sigma > 0).nonzero().squeeze(1).tolist()
-    if noisy:
-        noise = torch.zeros_like(img)
-        for i in noisy:
-            torch.randn(noise.shape[1:], out=noise[i], generator=torch.Generator().manual_seed(
-                int(nuis["bg_seed"][i]) + 104729))
-        img = torch.addcmul(img, noise, sigma[:, None, None, None])
-    return img.clamp(0, 1)
+    noise = _noise(nuis["bg_seed"], img.shape[1:])
+    if img.requires_grad and noise:
+        return torch.addcmul(img, torch.stack(noise), sigma[:, None, None, None]).clamp(0, 1)
+    for i in (sigma > 0).nonzero().squeeze(1).tolist():  # in place: one pass, no copy
+        img[i].add_(noise[i], alpha=float(sigma[i]))
+    return img.clamp_(0, 1)
 
 
 # Per-pixel quantities that are affine or quadratic in the pixel coordinates are evaluated from
@@ -230,14 +274,18 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     b = len(face_to_px)
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
     lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
+    # where each small feature can paint, in pixels: per image, once for the whole batch
+    px = 1.0 / torch.linalg.det(face_to_px[:, :, :2].double()).abs().sqrt()
+    pxf = px.float()
+    pix = _pixel_boxes(_feature_boxes(ident, nuis, pxf), rot, face_to_px, _axes(ident), pxf)
     step = max(1, _CHUNK_PIXELS // (size * size))
     parts = []
     for s in range(0, max(b, 1), step):
         e = min(s + step, b)
         parts.append(_render_chunk({k: v[s:e] for k, v in ident.items()},
                                    {k: v[s:e] for k, v in nuis.items()}, rot[s:e],
-                                   face_to_px[s:e], size, background, post, return_alpha,
-                                   dense))
+                                   face_to_px[s:e], pix[s:e], size, background, post,
+                                   return_alpha, dense))
     img = torch.cat([p[0] for p in parts])
     if return_alpha:
         return img, lm, torch.cat([p[1] for p in parts])
@@ -247,7 +295,7 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
 _CHUNK_PIXELS = 2**19
 
 
-def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_alpha,
+def _render_chunk(ident, nuis, rot, face_to_px, pix, size, background, post, return_alpha,
                   dense=False):
     b = len(face_to_px)
     f64 = face_to_px.double()
@@ -318,16 +366,15 @@ def _render_chunk(ident, nuis, rot, face_to_px, size, background, post, return_a
     lam = (num * nn.clamp(min=1e-12).rsqrt()).clamp(min=0)
     amb = _col(nuis["ambient"])
     shade = torch.addcmul(amb, lam, 1 - amb)
-    to_px = _head_to_px(rot, face_to_px, axes)
     # features and glasses sit on the front of the head and fade out towards its sides; at a
     # large yaw the back of the head is in view, where (qx, qy) repeat the front's values
     front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp(0, 1)
-    col, gain = _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size,
+    col, gain = _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size,
                          dense)
     face = col * (shade * gain)[:, None]
     img = torch.lerp(img, face, head[:, None])
     img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf,
-                     (rot, face_to_px, axes), size, dense)
+                     pix, size, dense)
     img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
     if not return_alpha:
         return img, None
@@ -345,43 +392,121 @@ def _hand_coef(nuis, xa, ya, px):
                          px)
 
 
-def _head_to_px(rot: Tensor, face_to_px: Tensor, axes: Tensor):
-    """Maps head-surface points (B, P, 2) given by x, y (z on the ellipsoid's front) to pixels."""
-    def to_px(xy: Tensor) -> Tensor:
-        a, b, c = (axes[:, i, None] for i in range(3))
-        z = c * (1 - (xy[..., 0] / a) ** 2 - (xy[..., 1] / b) ** 2).clamp(min=0).sqrt()
-        return project(torch.cat([xy, z[..., None]], -1), rot, face_to_px)
-    return to_px
+def _support(cx: Tensor, cy: Tensor, rx: Tensor, ry: Tensor, px: Tensor) -> Tensor:
+    """The box (B, 2, 2) as ((x lo, y lo), (x hi, y hi)) outside which ``_ellipse_fast`` is
+    exactly 0. Its coverage is s·(1 − d²) + 0.5 with s = min(rx, ry) / (2 px), positive where
+    d² < 1 + px / min(rx, ry). All arguments (B,), in head units."""
+    k = (1 + px / torch.minimum(rx, ry)).sqrt()
+    return torch.stack([torch.stack([cx - rx * k, cy - ry * k], 1),
+                        torch.stack([cx + rx * k, cy + ry * k], 1)], 1)
 
 
-def _window(centre_px: Tensor, radius_px: Tensor, size: int) -> tuple[slice, slice] | None:
-    """The smallest pixel window holding every image's disc (centre (B, 2), radius (B,))."""
-    lo = (centre_px - radius_px[:, None]).min(0).values.floor().clamp(0, size)
-    hi = (centre_px + radius_px[:, None]).max(0).values.ceil().clamp(0, size)
+def _union(*boxes: Tensor) -> Tensor:
+    """The smallest box (B, 2, 2) holding the given boxes."""
+    stack = torch.stack(boxes)
+    return torch.stack([stack[:, :, 0].amin(0), stack[:, :, 1].amax(0)], 1)
+
+
+def _feature_boxes(ident: dict[str, Tensor], nuis: dict[str, Tensor], px: Tensor) -> Tensor:
+    """Head-surface boxes (B, F, 2, 2) outside which each small feature leaves the pixels
+    exactly as they are, in the order of ``_FEATURES``; ``px`` (B,) is face units per pixel."""
+    def v(key: str) -> Tensor:
+        return ident[key] if key in ident else nuis[key]
+
+    a, bh, zero = v("face_w"), v("face_h"), torch.zeros_like(px)
+    # wrinkles: nonzero for hairline + 0.04 - px/2 < y < eye_y - 0.12 + px/2, across the head
+    boxes = [torch.stack([torch.stack([-a, v("hairline") * bh + 0.04 - 0.5 * px], 1),
+                          torch.stack([a, v("eye_y") - 0.12 + 0.5 * px], 1)], 1)]
+    eh = v("eye_r") * v("eye_aspect") * v("eye_open")
+    brow_y = v("eye_y") - v("brow_dy") - 0.04 * v("brow_raise")
+    for side in (-1.0, 1.0):
+        brow = _support(side * v("eye_dx"), brow_y, v("brow_w"), v("brow_t"), px)
+        sheared = v("brow_tilt").abs() * (brow[:, 1, 0] - brow[:, 0, 0]) / 2  # the brow's tilt
+        brow = brow + torch.stack([-sheared, sheared], 1)[:, :, None] * torch.tensor([0.0, 1.0])
+        boxes.append(_union(brow, _support(side * v("eye_dx"), v("eye_y"), v("eye_r"), eh, px)))
+    tip, nl, nw = v("eye_y") + v("nose_len"), v("nose_len"), v("nose_w")
+    boxes.append(_union(_support(zero, tip - 0.45 * nl, 0.7 * nw, 0.55 * nl, px),
+                        _support(-nw, tip, 0.35 * nw, 0.2 * nw, px),
+                        _support(nw, tip, 0.35 * nw, 0.2 * nw, px),
+                        _support(zero, tip, 0.45 * nw, 0.35 * nw, px)))
+    half = v("mouth_w") * (1 + 0.15 * v("smile"))
+    lips = _support(zero, v("mouth_y"), half, v("lip_t") * (1 + 0.8 * v("mouth_open")), px)
+    # the lips' centre line is y = mouth_y - 0.9 smile (half² - x²) over the box's x range
+    bend = 0.9 * v("smile")[:, None] * torch.stack([half**2, half**2 - lips[:, 1, 0] ** 2], 1)
+    boxes.append(lips - torch.stack([bend.amax(1), bend.amin(1)], 1)[:, :, None] *
+                 torch.tensor([0.0, 1.0]))
+    for u, w in (("mark_u", "mark_v"), ("mark2_u", "mark2_v")):
+        boxes.append(_support(v(u) * 0.6 * a, v(w) * 0.5 * bh, v("mark_r"), v("mark_r"), px))
+    boxes.append(_union(*(_support(side * v("eye_dx"), v("eye_y"), 1.9 * v("eye_r"),
+                                   1.5 * v("eye_r"), px) for side in (-1.0, 1.0))))
+    return torch.stack(boxes, 1)
+
+
+_FEATURES = ("wrinkles", "eye_l", "eye_r", "nose", "mouth", "mark", "mark2", "glasses")
+
+
+def _pixel_boxes(boxes: Tensor, rot: Tensor, face_to_px: Tensor, axes: Tensor,
+                 px: Tensor) -> Tensor:
+    """Pixel boxes (B, F, 2, 2) holding every pixel that a feature with head-surface box
+    (B, F, 2, 2) can change. Such a pixel's ray meets the head at q = (x, y, z) with (x, y) in
+    the box and, since features fade out with ``front``, z > 0.2 c − px / 2; z is also at
+    least the ellipsoid's height over the box's farthest corner, and at most c. The pixel is
+    an affine function of q (orthographic camera), so its extremes over that 3-D box lie at
+    the box's 8 corners; 2 px more cover the head's one-pixel soft edge, where q lies just
+    off the ellipsoid."""
+    b, f = boxes.shape[:2]
+    c = axes[:, 2, None]
+    far = torch.maximum(boxes[:, :, 0] ** 2, boxes[:, :, 1] ** 2) / axes[:, None, :2] ** 2
+    z_lo = torch.maximum(c * (1 - far.sum(-1)).clamp(min=0).sqrt(), 0.2 * c - 0.5 * px[:, None])
+    zs = torch.stack([z_lo, c.expand_as(z_lo)], -1)  # (B, F, 2)
+    corners = torch.stack([boxes[:, :, [0, 0, 0, 0, 1, 1, 1, 1], 0],
+                           boxes[:, :, [0, 0, 1, 1, 0, 0, 1, 1], 1],
+                           zs[:, :, [0, 1, 0, 1, 0, 1, 0, 1]]], -1)  # (B, F, 8, 3)
+    pix = project(corners.reshape(b, -1, 3), rot, face_to_px).view(b, f, 8, 2)
+    return torch.stack([pix.amin(2) - 2, pix.amax(2) + 2], 2)
+
+
+def _window(pix_box: Tensor, size: int) -> tuple[slice, slice] | None:
+    """The pixel window holding every image's pixel box (B, 2, 2)."""
+    lo = pix_box[:, 0].amin(0).floor().clamp(0, size)
+    hi = pix_box[:, 1].amax(0).ceil().clamp(0, size)
     y0, y1, x0, x1 = int(lo[1]), int(hi[1]), int(lo[0]), int(hi[0])
     return (slice(y0, y1), slice(x0, x1)) if y1 > y0 and x1 > x0 else None
 
 
-def _paint(col: Tensor, maps: tuple[Tensor, ...], centre: Tensor, radius: Tensor, to_px,
-           ppu: Tensor, size: int, paint, dense: bool = False) -> Tensor:
+def _paint(col: Tensor, maps: tuple[Tensor, ...], pix_box: Tensor, size: int, paint,
+           dense: bool = False, sel: Tensor | None = None) -> Tensor:
     """``col[..., window] = paint(col[..., window], *maps[..., window])`` where the window holds,
-    for every image, the disc of ``radius`` (B,) head units around ``centre`` (B, 2) head
-    coordinates; ``ppu`` (B,) is pixels per head unit. Pixels outside are left as they are,
-    and painting leaves pixels outside the disc exactly as they were, so what an image gets
-    does not depend on the rest of the batch. ``col`` may be (B, 3, H, W) or (B, H, W).
-    ``dense`` paints the whole frame (the same pixels, bit for bit)."""
+    for every image, its pixel box ``pix_box`` (B, 2, 2) (see ``_pixel_boxes``). ``paint`` must
+    leave every pixel outside the feature's head-surface box exactly as it was, so what an
+    image gets does not depend on the rest of the batch. ``col`` may be (B, 3, H, W) or
+    (B, H, W). ``sel`` (K,) restricts painting to those images (``pix_box`` is then theirs,
+    (K, 2, 2)). ``dense`` paints the whole frame (the same pixels, bit for bit)."""
+    if sel is not None and not sel.numel():
+        return col
     if dense:
-        return paint(col, *maps)
+        if sel is None:
+            return paint(col, *maps)
+        return _put(col, sel, paint(col[sel], *(m[sel] for m in maps)))
     if not len(col):
         return col
-    win = _window(to_px(centre[:, None])[:, 0], radius * ppu * 1.25 + 2, size)
+    win = _window(pix_box, size)
     if win is None:
         return col
     ys, xs = win
-    painted = paint(col[..., ys, xs], *(m[:, ys, xs] for m in maps))
+    if sel is None:
+        painted = paint(col[..., ys, xs], *(m[:, ys, xs] for m in maps))
+    else:
+        part = col[sel, :, ys, xs] if col.ndim == 4 else col[sel, ys, xs]
+        painted = paint(part, *(m[sel, ys, xs] for m in maps))
     if painted.requires_grad or col.requires_grad:  # autograd saved views of col: copy it
         col = col.clone()
-    col[..., ys, xs] = painted
+    if sel is None:
+        col[..., ys, xs] = painted
+    elif col.ndim == 4:
+        col[sel, :, ys, xs] = painted
+    else:
+        col[sel, ys, xs] = painted
     return col
 
 
@@ -392,7 +517,12 @@ def _ellipse_fast(x: Tensor, y: Tensor, cx, cy, rx, ry, ipx: Tensor) -> Tensor:
     return torch.addcmul(s + 0.5, torch.addcmul(u * u, v, v), -s).clamp(0, 1)
 
 
-def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size, dense=False):
+def _cover(d2: Tensor, s: Tensor) -> Tensor:
+    """Coverage s·(1 − d²) + 0.5, clamped to [0, 1], from an ellipse's normalised d²."""
+    return torch.addcmul(s + 0.5, d2, -s).clamp(0, 1)
+
+
+def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dense=False):
     """The head's colour under the light, before shading, (B, 3, H, W), and a grey gain
     (B, H, W) that multiplies it (wrinkles, nose, marks). Small features are painted only
     inside the pixel window that holds them in every image of the batch."""
@@ -405,36 +535,44 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size, de
     light = pal["light"]
     skin, hair_c = pal["skin"] * light, pal["hair"] * light
     ipx = _col(1 / pxf)
-    ppu = 1.0 / pxf
     hair_line = p("hairline") * bh
     hair = torch.maximum(torch.addcmul(hair_line * ipx + 0.5, qy, -ipx),
                          torch.addcmul(0.5 - 0.1 * c * ipx, qz, -ipx)).clamp(0, 1)
     col = torch.lerp(skin, hair_c, hair[:, None])
-    band = torch.addcmul((p("eye_y") - 0.12) * ipx + 0.5, qy, -ipx).clamp(0, 1) * \
-        torch.addcmul(0.5 - (hair_line + 0.04) * ipx, qy, ipx).clamp(0, 1)
-    wrinkle = (torch.sin(qy * 70) + 1) * band * front
-    gain = torch.addcmul(torch.ones(()), wrinkle, -0.09 * p("age") ** 2)
     maps = (qx, qy, front)
+
+    def wrinkles(g, x, y, fr):  # forehead lines between the hairline and the brows
+        band = torch.addcmul((p("eye_y") - 0.12) * ipx + 0.5, y, -ipx).clamp(0, 1) * \
+            torch.addcmul(0.5 - (hair_line + 0.04) * ipx, y, ipx).clamp(0, 1)
+        return torch.addcmul(g, (torch.sin(y * 70) + 1) * band * fr, -0.09 * p("age") ** 2)
+
+    gain = _paint(torch.ones_like(qy), maps, pix[:, 0], size, wrinkles, dense)
     ex, ey, er = p("eye_dx"), p("eye_y"), p("eye_r")
     eh = er * p("eye_aspect") * p("eye_open")
     brow_y = ey - p("brow_dy") - 0.04 * p("brow_raise")
     tilt = p("brow_tilt")
     white, iris_c, brow_c = 0.95 * light, pal["iris"] * light, pal["hair"] * 0.6 * light
+    # _ellipse_fast's terms: 1 / r² per axis and the ramp slope s = min(rx, ry) / (2 px)
+    ibw2, ibt2, ier2, ieh2 = p("brow_w") ** -2, p("brow_t") ** -2, er**-2, eh**-2
+    sb = 0.5 * torch.minimum(p("brow_w"), p("brow_t")) * ipx
+    se, si = 0.5 * torch.minimum(er, eh) * ipx, 0.25 * er * ipx
     for side in (-1.0, 1.0):
         def eye(cw, x, y, fr, side=side):
-            brow = _ellipse_fast(x, y - side * tilt * (x - side * ex), side * ex, brow_y,
-                                 p("brow_w"), p("brow_t"), ipx) * fr
+            # brow, sclera, iris and pupil share the eye's centre column: one u², v² for all
+            u, v = x - side * ex, y - ey
+            uu, vv = u * u, v * v
+            bv = torch.addcmul(v + (ey - brow_y), u, -side * tilt)  # sheared, from brow_y
+            brow = _cover(torch.addcmul(uu * ibw2, bv * ibt2, bv), sb) * fr
             cw = torch.lerp(cw, brow_c, brow[:, None])
-            sclera = _ellipse_fast(x, y, side * ex, ey, er, eh, ipx) * fr
+            sclera = _cover(torch.addcmul(uu * ier2, vv, ieh2), se) * fr
             cw = torch.lerp(cw, white, sclera[:, None])
-            iris = _ellipse_fast(x, y, side * ex, ey, 0.5 * er, 0.5 * er, ipx) * sclera
+            r2 = uu + vv
+            iris = _cover(r2 * (4 * ier2), si) * sclera
             cw = torch.lerp(cw, iris_c, iris[:, None])
-            pupil = _ellipse_fast(x, y, side * ex, ey, 0.2 * er, 0.2 * er, ipx) * sclera
+            pupil = _cover(r2 * (25 * ier2), 0.4 * si) * sclera
             return cw * (1 - 0.9 * pupil[:, None])
 
-        centre = torch.stack([side * v("eye_dx"), v("eye_y") - 0.5 * v("brow_dy")], 1)
-        radius = torch.maximum(v("brow_w") + 0.2 * v("brow_w"), 1.2 * v("eye_r")) + v("brow_dy")
-        col = _paint(col, maps, centre, radius, to_px, ppu, size, eye, dense)
+        col = _paint(col, maps, pix[:, 1 if side < 0 else 2], size, eye, dense)
     tip_y, nl, nw = ey + p("nose_len"), p("nose_len"), p("nose_w")
 
     def nose(cw, x, y, fr):
@@ -446,9 +584,7 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size, de
         tip = _ellipse_fast(x, y, 0.0, tip_y, 0.45 * nw, 0.35 * nw, ipx)
         return cw * torch.lerp(torch.ones(()), g * (1 + 0.12 * tip), fr)
 
-    centre = torch.stack([torch.zeros_like(v("eye_y")), v("eye_y") + 0.5 * v("nose_len")], 1)
-    gain = _paint(gain, maps, centre, 0.55 * v("nose_len") + 1.4 * v("nose_w"), to_px, ppu,
-                  size, nose, dense)
+    gain = _paint(gain, maps, pix[:, 3], size, nose, dense)
     smile, half = p("smile"), p("mouth_w") * (1 + 0.15 * p("smile"))
     lip_h = p("lip_t") * (1 + 0.8 * p("mouth_open"))
     lip_c = pal["lip"] * skin * 1.4
@@ -461,24 +597,24 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, to_px, size, de
                             p("lip_t") * 0.7 * p("mouth_open") + 1e-3, ipx) * lips
         return cw * (1 - 0.8 * gap[:, None])
 
-    centre = torch.stack([torch.zeros_like(v("mouth_y")), v("mouth_y")], 1)
-    reach = v("mouth_w") * 1.2 + 2 * v("lip_t") * (1 + v("mouth_open")) + 0.3 * \
-        v("mouth_w") ** 2
-    col = _paint(col, maps, centre, reach, to_px, ppu, size, mouth, dense)
-    for u, w, on in (("mark_u", "mark_v", "mark_on"), ("mark2_u", "mark2_v", "mark2_on")):
-        mx, my = v(u) * 0.6 * a[:, 0, 0], v(w) * 0.5 * bh[:, 0, 0]
+    col = _paint(col, maps, pix[:, 4], size, mouth, dense)
+    for k, (u, w, on) in enumerate((("mark_u", "mark_v", "mark_on"),
+                                    ("mark2_u", "mark2_v", "mark2_on"))):
+        # the identity draw can give a radius <= 0 (p = 0.2 %): no mark then
+        sel = ((v(on) > 0.5) & (v("mark_r") > 0)).nonzero().squeeze(1)
+        mx, my = (v(u) * 0.6 * a[:, 0, 0])[sel], (v(w) * 0.5 * bh[:, 0, 0])[sel]
+        mr, ip = v("mark_r")[sel], ipx[sel]
 
-        def mark(cw, x, y, fr, mx=mx, my=my, on=on):
-            spot = _ellipse_fast(x, y, mx[:, None, None], my[:, None, None], p("mark_r"),
-                                 p("mark_r"), ipx)
-            return cw * (1 - 0.45 * (spot * fr * (p(on) > 0.5)))
+        def mark(cw, x, y, fr, mx=mx, my=my, mr=mr, ip=ip):
+            spot = _ellipse_fast(x, y, mx[:, None, None], my[:, None, None], mr[:, None, None],
+                                 mr[:, None, None], ip)
+            return cw * (1 - 0.45 * (spot * fr))
 
-        gain = _paint(gain, maps, torch.stack([mx, my], 1), v("mark_r"), to_px, ppu, size,
-                      mark, dense)
+        gain = _paint(gain, maps, pix[sel, 5 + k], size, mark, dense, sel)
     return col, gain
 
 
-def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf, geometry,
+def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf, pix,
                size, dense=False):
     """Glasses on the front of the head, masks on its surface, a hand-like blob in the image
     plane. Each is drawn only on the images that have it."""
@@ -489,20 +625,16 @@ def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf, 
         ex, ey, er = (ident[k][sel, None, None] for k in ("eye_dx", "eye_y", "eye_r"))
         ip = ipx[sel]
 
-        def glasses(iw, x, y, hd):
+        def glasses(iw, x, y, hd, fr):
             ring = torch.zeros_like(x)
             for side in (-1.0, 1.0):
                 outer = _ellipse_fast(x, y, side * ex, ey, 1.9 * er, 1.5 * er, ip)
                 inner = _ellipse_fast(x, y, side * ex, ey, 1.6 * er, 1.2 * er, ip)
                 ring = torch.maximum(ring, outer - inner)
-            return torch.lerp(iw, torch.full_like(iw[:, :, :1, :1], 0.08), (ring * hd)[:, None])
+            return torch.lerp(iw, torch.full_like(iw[:, :, :1, :1], 0.08),
+                              (ring * hd * fr)[:, None])
 
-        centre = torch.stack([torch.zeros_like(ident["eye_y"][sel]), ident["eye_y"][sel]], 1)
-        reach = ident["eye_dx"][sel] + 2.0 * ident["eye_r"][sel]
-        part = _paint(img[sel], (qx[sel], qy[sel], head[sel] * front[sel]), centre, reach,
-                      _head_to_px(*(g[sel] for g in geometry)), 1.0 / pxf[sel], size, glasses,
-                      dense)
-        img = _put(img, sel, part)
+        img = _paint(img, (qx, qy, head, front), pix[sel, 7], size, glasses, dense, sel)
     sel = (occ == 2).nonzero().squeeze(1)
     if sel.numel():
         top = (ident["eye_y"] + 0.65 * ident["nose_len"])[sel, None, None]
