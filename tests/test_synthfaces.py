@@ -78,6 +78,26 @@ def test_feature_windows_give_the_pixels_of_painting_the_whole_frame(aligned):
             assert torch.equal(a, b), sel
 
 
+def test_sizes_drawn_below_zero_render_as_hairlines():
+    """Far in the tails, and often with identity_spread > 1, a size is drawn <= 0; an ellipse
+    with a negative radius would cover everything outside itself (and had no pixel window)."""
+    cfg = SynthConfig(seed=3, identity_spread=4.0, expression=2.0, occlusion_rate=1.0)
+    ids = list(range(40))
+    ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, [0] * 40)
+    assert (ident["brow_t"] <= 0).sum() >= 3 and (ident["eye_aspect"] <= 0).sum() >= 3
+    f2p = torch.zeros(40, 2, 3)
+    f2p[:, 0, 0] = f2p[:, 1, 1] = 20.0
+    f2p[:, :, 2] = 32.0
+    windowed = render(ident, nuis, f2p, 64, return_alpha=True)
+    dense = render(ident, nuis, f2p, 64, return_alpha=True, dense=True)
+    assert all(torch.equal(a, b) for a, b in zip(windowed, dense))
+    assert bool(windowed[0].isfinite().all())
+    hairline = {k: torch.where(v > 0, v, 1e-3) if k in ("brow_t", "eye_aspect", "lip_t",
+                                                        "nose_w") else v
+                for k, v in ident.items()}
+    assert torch.equal(render(hairline, nuis, f2p, 64)[0], windowed[0])
+
+
 def test_glasses_stay_around_the_eyes_when_the_back_of_the_head_is_in_view():
     """At a large yaw the back of the head is visible, where the head-surface coordinates
     repeat the front's; render version 3 drew glasses rims there (dots on the hair, about

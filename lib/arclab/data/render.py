@@ -272,6 +272,7 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     arrays in cache.
     """
     b = len(face_to_px)
+    ident, nuis = _positive_sizes(ident), _positive_sizes(nuis)
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
     lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
     # where each small feature can paint, in pixels: per image, once for the whole batch
@@ -293,6 +294,22 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
 
 
 _CHUNK_PIXELS = 2**19
+# sizes and shape ratios that an ellipse needs positive
+_SIZES = ("face_w", "face_h", "eye_r", "eye_aspect", "brow_w", "brow_t", "nose_len", "nose_w",
+          "mouth_w", "lip_t", "hair_volume", "eye_open")
+
+
+def _positive_sizes(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The parameters with every size drawn <= 0 made a hairline (0.001 face units). Gaussian
+    draws reach below zero far in their tails (a brow's thickness at 3.6 sigma) and often with
+    ``identity_spread`` > 1 or ``expression`` > 1.6; an ellipse with a negative radius would
+    paint everything outside itself. Positive sizes pass unchanged. (Beauty marks with a
+    radius <= 0 are left out instead: see ``_texture``.)"""
+    out = dict(params)
+    for key in _SIZES:
+        if key in out and bool((out[key] <= 0).any()):
+            out[key] = torch.where(out[key] > 0, out[key], torch.full_like(out[key], 1e-3))
+    return out
 
 
 def _render_chunk(ident, nuis, rot, face_to_px, pix, size, background, post, return_alpha,
