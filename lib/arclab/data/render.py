@@ -275,7 +275,8 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     ident, nuis = _positive_sizes(ident), _positive_sizes(nuis)
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
     lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
-    # where each small feature can paint, in pixels: per image, once for the whole batch
+    # face units per pixel, and where each small feature can paint, in pixels: per image,
+    # once for the whole batch
     px = 1.0 / torch.linalg.det(face_to_px[:, :, :2].double()).abs().sqrt()
     pxf = px.float()
     pix = _pixel_boxes(_feature_boxes(ident, nuis, pxf), rot, face_to_px, _axes(ident), pxf)
@@ -285,8 +286,8 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
         e = min(s + step, b)
         parts.append(_render_chunk({k: v[s:e] for k, v in ident.items()},
                                    {k: v[s:e] for k, v in nuis.items()}, rot[s:e],
-                                   face_to_px[s:e], pix[s:e], size, background, post,
-                                   return_alpha, dense))
+                                   face_to_px[s:e], px[s:e], pix[s:e], size, background,
+                                   post, return_alpha, dense))
     img = torch.cat([p[0] for p in parts])
     if return_alpha:
         return img, lm, torch.cat([p[1] for p in parts])
@@ -312,13 +313,12 @@ def _positive_sizes(params: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _render_chunk(ident, nuis, rot, face_to_px, pix, size, background, post, return_alpha,
+def _render_chunk(ident, nuis, rot, face_to_px, px, pix, size, background, post, return_alpha,
                   dense=False):
     b = len(face_to_px)
     f64 = face_to_px.double()
     half = (size - 1) / 2
     inv = torch.linalg.inv(f64[:, :, :2])
-    px = 1.0 / torch.linalg.det(f64[:, :, :2]).abs().sqrt()  # face units per pixel, (B,)
     shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
     xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
     ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
@@ -531,7 +531,7 @@ def _ellipse_fast(x: Tensor, y: Tensor, cx, cy, rx, ry, ipx: Tensor) -> Tensor:
     """``_ellipse`` with ``1 / px`` given, in fewer passes over the pixels."""
     s = 0.5 * torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry)) * ipx
     u, v = (x - cx) / rx, (y - cy) / ry
-    return torch.addcmul(s + 0.5, torch.addcmul(u * u, v, v), -s).clamp(0, 1)
+    return _cover(torch.addcmul(u * u, v, v), s)
 
 
 def _cover(d2: Tensor, s: Tensor) -> Tensor:
