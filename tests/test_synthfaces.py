@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,6 +255,50 @@ def test_renderer_is_differentiable_in_identity_parameters():
         diff = (render(bumped, nuis, f2p, 64, background=False, post=False)[0].sum((1, 2, 3))
                 - img.detach().sum((1, 2, 3))) / 1e-3
     assert (torch.sign(diff) == torch.sign(grad)).all()
+
+
+def test_pixels_match_render_version():
+    # the cache is keyed by RENDER_VERSION, so pixels may only change together with it: the
+    # renders of tests/data/make_render_reference.py must match the stored ones of this
+    # version. Round-off may move a value by one grey level between thread counts or CPUs
+    # (see cache's docstring), in about one value in a million; a meant change of the
+    # renderer moves far more
+    import importlib.util
+
+    from arclab.data.cache import RENDER_VERSION
+
+    path = Path(__file__).parent / "data" / f"render_v{RENDER_VERSION}.npz"
+    assert path.exists(), f"no reference pixels for render version {RENDER_VERSION}: run " \
+        "tests/data/make_render_reference.py after checking that the change is meant"
+    spec = importlib.util.spec_from_file_location("make_render_reference",
+                                                  path.with_name("make_render_reference.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stored = np.load(path)
+    for name, images in module.render_reference().items():
+        diff = np.abs(images.astype(np.int16) - stored[name].astype(np.int16))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, \
+            f"{name}: {(diff > 0).mean():.2%} of values moved, up to {diff.max()} levels"
+
+
+def test_autograd_renders_the_same_pixels_as_inference():
+    # the renderer works in place on its own intermediates; under autograd those in-place ops
+    # must neither change a pixel nor break the backward pass (every nuisance kind drawn:
+    # all occluders, JPEG, blur, noise; scenes with alpha)
+    cfg = SynthConfig(seed=3, occlusion_rate=1.0, jpeg_rate=0.5, blur_px=2.0)
+    ids, idx = np.arange(24) % 6, np.arange(24)
+    ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, idx)
+    f2p = umeyama(_plane_landmarks(ident, nuis).double(), template(48).expand(24, 5, 2)).float()
+    with torch.no_grad():
+        img, _, alpha = render(ident, nuis, f2p, 48, return_alpha=True)
+    grad_ident = dict(ident, face_w=ident["face_w"].clone().requires_grad_())
+    grad_nuis = dict(nuis, yaw=nuis["yaw"].clone().requires_grad_())
+    img_g, _, alpha_g = render(grad_ident, grad_nuis, f2p, 48, return_alpha=True)
+    assert img_g.requires_grad
+    assert torch.equal(img_g.detach(), img) and torch.equal(alpha_g.detach(), alpha)
+    (img_g.sum() + alpha_g.sum()).backward()
+    for g in (grad_ident["face_w"].grad, grad_nuis["yaw"].grad):
+        assert torch.isfinite(g).all() and (g != 0).any()
 
 
 def test_nuisance_overrides_and_identity_spread():

@@ -62,7 +62,7 @@ def _blocks_roundtrip(x: Tensor, table: Tensor) -> Tensor:
     blk = x.reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(b, -1, 64)
     coeff = blk @ _K.T
     t = table.reshape(b, 1, 64)
-    coeff = torch.round(coeff / t) * t
+    coeff = coeff.div_(t).round_().mul_(t)
     return (coeff @ _K).reshape(b, h // 8, w // 8, 8, 8).transpose(2, 3).reshape(b, h, w)
 
 
@@ -85,11 +85,12 @@ def jpeg_compress(images: Tensor, quality: Tensor) -> Tensor:
     hp, wp = x.shape[2:]
     ycc = (_RGB2YCC @ x.reshape(b, 3, -1)).view(b, 3, hp, wp)  # Y, Cb, Cr in 0..255 units
     luma_t, chroma_t = quant_tables(quality.to(torch.float32))
-    y = _blocks_roundtrip(ycc[:, 0] - 128, luma_t) + 128
+    y = _blocks_roundtrip(ycc[:, 0] - 128, luma_t).add_(128)
     c = ycc[:, 1:]  # 4:2:0: the mean of each 2×2 block
-    chroma = (c[..., ::2, ::2] + c[..., 1::2, ::2] + c[..., ::2, 1::2] + c[..., 1::2, 1::2]) / 4
+    chroma = (c[..., ::2, ::2] + c[..., 1::2, ::2]).add_(c[..., ::2, 1::2]).add_(
+        c[..., 1::2, 1::2]).div_(4)
     chroma = _blocks_roundtrip(chroma.reshape(2 * b, hp // 2, wp // 2),
                                chroma_t.repeat_interleave(2, 0)).view(b, 2, hp // 2, wp // 2)
     up = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
     out = _YCC2RGB @ torch.cat([y[:, None], up], 1).view(b, 3, -1)
-    return out.view(b, 3, hp, wp)[:, :, :h, :w].clamp(0, 1)
+    return out.view(b, 3, hp, wp)[:, :, :h, :w].clamp_(0, 1)

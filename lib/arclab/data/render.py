@@ -129,8 +129,8 @@ def _background(bg_seed: Tensor, px_x: Tensor, px_y: Tensor, size: int) -> Tenso
         r = (0.1 + u[:, 29 + k % 3] * 0.35) * size
         m = _ellipse(px_x, px_y, cx[:, None, None], cy[:, None, None], r[:, None, None],
                      0.6 * r[:, None, None], torch.full((), 4.0))
-        img = torch.lerp(img, c[..., None, None], m[:, None])
-    return img.clamp(0, 1)
+        img = img.lerp_(c[..., None, None], m[:, None])
+    return img.clamp_(0, 1)
 
 
 def _gaussian_blur(img: Tensor, sigma: Tensor, radius: int) -> Tensor:
@@ -228,8 +228,8 @@ def _affine_map(lin: Tensor, gi: Tensor, gj: Tensor) -> Tensor:
 
 def _quad_map(q: Tensor, gi: Tensor, gj: Tensor) -> Tensor:
     q = q.float()[:, :, None, None]
-    return torch.addcmul((q[:, 2] * gi + q[:, 4]) * gi + q[:, 5] + (q[:, 0] * gj + q[:, 3]) * gj,
-                         q[:, 1] * gi, gj)
+    return ((q[:, 2] * gi + q[:, 4]) * gi + q[:, 5] + (q[:, 0] * gj + q[:, 3]) * gj).addcmul_(
+        q[:, 1] * gi, gj)
 
 
 def _ellipse_coef(x: Tensor, y: Tensor, cx: Tensor, cy: Tensor, rx: Tensor, ry: Tensor,
@@ -242,7 +242,7 @@ def _ellipse_coef(x: Tensor, y: Tensor, cx: Tensor, cy: Tensor, rx: Tensor, ry: 
 
 
 def _coverage(q: Tensor, gi: Tensor, gj: Tensor) -> Tensor:
-    return _quad_map(q, gi, gj).clamp(0, 1)
+    return _quad_map(q, gi, gj).clamp_(0, 1)
 
 
 def _col(t: Tensor) -> Tensor:
@@ -345,7 +345,7 @@ def _render_chunk(ident, nuis, rot, face_to_px, px, pix, size, background, post,
     hv = ident["hair_volume"].double()
     hair_mask = _coverage(_ellipse_coef(xa, ya, top[:, 0], top[:, 1], axd[:, 0] * hv,
                                         axd[:, 1] * 0.8 * hv, px), gi, gj)
-    img = torch.lerp(bg, pal["hair"] * light * 0.8, hair_mask[:, None])
+    img = bg.lerp_(pal["hair"] * light * 0.8, hair_mask[:, None])
     # ray-cast the head ellipsoid: view ray p(t) = (x, y, t); head coordinates q = Rᵀ p = o + t d
     rt = rot.transpose(1, 2)
     rtd = rt.double()
@@ -359,37 +359,37 @@ def _render_chunk(ident, nuis, rot, face_to_px, px, pix, size, background, post,
     disc = _quad_map(disc_q, gi, gj)
     # disc / (qa² · 2a) is about the signed distance (face units) inside the silhouette
     head = torch.addcmul(torch.full((), 0.5), disc,
-                         _col((1 / (qa**2 * 2 * axd[:, 0] * px)).float())).clamp(0, 1)
-    t = torch.addcmul(_affine_map(-qb / qa[:, None], gi, gj), disc.clamp(min=0).sqrt(),
-                      _col((1 / qa).float()))
+                         _col((1 / (qa**2 * 2 * axd[:, 0] * px)).float())).clamp_(0, 1)
+    t = _affine_map(-qb / qa[:, None], gi, gj).addcmul_(disc.clamp(min=0).sqrt_(),
+                                                          _col((1 / qa).float()))
     df = d.float()
-    qx, qy, qz = (torch.addcmul(_affine_map(o[k], gi, gj), t, _col(df[:, k])) for k in range(3))
+    qx, qy, qz = (_affine_map(o[k], gi, gj).addcmul_(t, _col(df[:, k])) for k in range(3))
     a, bh, c = (_col(axes[:, k]) for k in range(3))
     jaw_start = 0.2 * bh
-    u = (qy - jaw_start).clamp(min=0)
+    u = (qy - jaw_start).clamp_(min=0)
     kj = a * (1 - _col(ident["jaw"])) / (bh - jaw_start) ** 2 * ipx
-    side = torch.addcmul(torch.addcmul(a * ipx + 0.5, u * u, -kj), qx.abs(), -ipx)
-    head = head * side.clamp(0, 1)
+    side = torch.addcmul(a * ipx + 0.5, u * u, -kj).addcmul_(qx.abs(), -ipx)
+    head = head.mul_(side.clamp_(0, 1))
     # shading: Lambert with the ellipsoid normal turned into view space
     az, el = torch.deg2rad(nuis["light_az"]), torch.deg2rad(nuis["light_el"])
     lvec = torch.stack([el.cos() * az.sin(), -el.sin(), el.cos() * az.cos()], 1)
     lh = (rt @ lvec[:, :, None])[:, :, 0]  # the light in head coordinates: n·(Rᵀl) = (Rn)·l
     w = lh.double() * inv_a2  # n·lh with n = q / axes²
-    num = torch.addcmul(_affine_map(sum(o[k] * w[:, k, None] for k in range(3)), gi, gj), t,
-                        _col((d * w).sum(1).float()))
+    num = _affine_map(sum(o[k] * w[:, k, None] for k in range(3)), gi, gj).addcmul_(
+        t, _col((d * w).sum(1).float()))
     ia4 = (inv_a2**2).float()
-    nn = (qx * _col(ia4[:, 0])) * qx
-    nn = torch.addcmul(torch.addcmul(nn, qy * _col(ia4[:, 1]), qy), qz * _col(ia4[:, 2]), qz)
-    lam = (num * nn.clamp(min=1e-12).rsqrt()).clamp(min=0)
+    nn = (qx * _col(ia4[:, 0])).mul_(qx)
+    nn = nn.addcmul_(qy * _col(ia4[:, 1]), qy).addcmul_(qz * _col(ia4[:, 2]), qz)
+    lam = num.mul_(nn.clamp_(min=1e-12).rsqrt_()).clamp_(min=0)
     amb = _col(nuis["ambient"])
     shade = torch.addcmul(amb, lam, 1 - amb)
     # features and glasses sit on the front of the head and fade out towards its sides; at a
     # large yaw the back of the head is in view, where (qx, qy) repeat the front's values
-    front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp(0, 1)
+    front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp_(0, 1)
     col, gain = _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size,
                          dense)
-    face = col * (shade * gain)[:, None]
-    img = torch.lerp(img, face, head[:, None])
+    face = col.mul_(shade.mul_(gain)[:, None])
+    img = img.lerp_(face, head[:, None])
     img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf,
                      pix, size, dense)
     img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
@@ -530,13 +530,13 @@ def _paint(col: Tensor, maps: tuple[Tensor, ...], pix_box: Tensor, size: int, pa
 def _ellipse_fast(x: Tensor, y: Tensor, cx, cy, rx, ry, ipx: Tensor) -> Tensor:
     """``_ellipse`` with ``1 / px`` given, in fewer passes over the pixels."""
     s = 0.5 * torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry)) * ipx
-    u, v = (x - cx) / rx, (y - cy) / ry
-    return _cover(torch.addcmul(u * u, v, v), s)
+    u, v = (x - cx).div_(rx), (y - cy).div_(ry)
+    return _cover((u * u).addcmul_(v, v), s)
 
 
 def _cover(d2: Tensor, s: Tensor) -> Tensor:
     """Coverage s·(1 − d²) + 0.5, clamped to [0, 1], from an ellipse's normalised d²."""
-    return torch.addcmul(s + 0.5, d2, -s).clamp(0, 1)
+    return torch.addcmul(s + 0.5, d2, -s).clamp_(0, 1)
 
 
 def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dense=False):
@@ -554,7 +554,7 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dens
     ipx = _col(1 / pxf)
     hair_line = p("hairline") * bh
     hair = torch.maximum(torch.addcmul(hair_line * ipx + 0.5, qy, -ipx),
-                         torch.addcmul(0.5 - 0.1 * c * ipx, qz, -ipx)).clamp(0, 1)
+                         torch.addcmul(0.5 - 0.1 * c * ipx, qz, -ipx)).clamp_(0, 1)
     col = torch.lerp(skin, hair_c, hair[:, None])
     maps = (qx, qy, front)
 
@@ -579,15 +579,15 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dens
             u, v = x - side * ex, y - ey
             uu, vv = u * u, v * v
             bv = torch.addcmul(v + (ey - brow_y), u, -side * tilt)  # sheared, from brow_y
-            brow = _cover(torch.addcmul(uu * ibw2, bv * ibt2, bv), sb) * fr
-            cw = torch.lerp(cw, brow_c, brow[:, None])
-            sclera = _cover(torch.addcmul(uu * ier2, vv, ieh2), se) * fr
-            cw = torch.lerp(cw, white, sclera[:, None])
+            brow = _cover((uu * ibw2).addcmul_(bv * ibt2, bv), sb).mul_(fr)
+            cw = torch.lerp(cw, brow_c, brow[:, None])  # a new tensor: cw is col's window
+            sclera = _cover((uu * ier2).addcmul_(vv, ieh2), se).mul_(fr)
+            cw = cw.lerp_(white, sclera[:, None])
             r2 = uu + vv
-            iris = _cover(r2 * (4 * ier2), si) * sclera
-            cw = torch.lerp(cw, iris_c, iris[:, None])
-            pupil = _cover(r2 * (25 * ier2), 0.4 * si) * sclera
-            return cw * (1 - 0.9 * pupil[:, None])
+            iris = _cover(r2 * (4 * ier2), si).mul_(sclera)
+            cw = cw.lerp_(iris_c, iris[:, None])
+            pupil = _cover(r2 * (25 * ier2), 0.4 * si).mul_(sclera)
+            return cw.mul_((1 - 0.9 * pupil)[:, None])
 
         col = _paint(col, maps, pix[:, 1 if side < 0 else 2], size, eye, dense)
     tip_y, nl, nw = ey + p("nose_len"), p("nose_len"), p("nose_w")
