@@ -279,13 +279,16 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     # once for the whole batch
     px = 1.0 / torch.linalg.det(face_to_px[:, :, :2].double()).abs().sqrt()
     pxf = px.float()
-    pix = _pixel_boxes(_feature_boxes(ident, nuis, pxf), rot, face_to_px, _axes(ident), pxf)
+    feat = _features(ident, nuis)
+    pix = _pixel_boxes(_feature_boxes(feat, ident["face_w"], pxf), rot, face_to_px,
+                       _axes(ident), pxf)
     step = max(1, _CHUNK_PIXELS // (size * size))
     parts = []
     for s in range(0, max(b, 1), step):
         e = min(s + step, b)
         parts.append(_render_chunk({k: v[s:e] for k, v in ident.items()},
-                                   {k: v[s:e] for k, v in nuis.items()}, rot[s:e],
+                                   {k: v[s:e] for k, v in nuis.items()},
+                                   {k: v[s:e] for k, v in feat.items()}, rot[s:e],
                                    face_to_px[s:e], px[s:e], pix[s:e], size, background,
                                    post, return_alpha, dense))
     img = torch.cat([p[0] for p in parts])
@@ -313,8 +316,8 @@ def _positive_sizes(params: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _render_chunk(ident, nuis, rot, face_to_px, px, pix, size, background, post, return_alpha,
-                  dense=False):
+def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background, post,
+                  return_alpha, dense=False):
     b = len(face_to_px)
     f64 = face_to_px.double()
     half = (size - 1) / 2
@@ -386,8 +389,7 @@ def _render_chunk(ident, nuis, rot, face_to_px, px, pix, size, background, post,
     # features and glasses sit on the front of the head and fade out towards its sides; at a
     # large yaw the back of the head is in view, where (qx, qy) repeat the front's values
     front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp_(0, 1)
-    col, gain = _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size,
-                         dense)
+    col, gain = _texture(feat, pal, qx, qy, qz, front, c, pxf, pix, size, dense)
     face = col.mul_(shade.mul_(gain)[:, None])
     img = img.lerp_(face, head[:, None])
     img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf,
@@ -424,38 +426,62 @@ def _union(*boxes: Tensor) -> Tensor:
     return torch.stack([stack[:, :, 0].amin(0), stack[:, :, 1].amax(0)], 1)
 
 
-def _feature_boxes(ident: dict[str, Tensor], nuis: dict[str, Tensor], px: Tensor) -> Tensor:
-    """Head-surface boxes (B, F, 2, 2) outside which each small feature leaves the pixels
-    exactly as they are, in the order of ``_FEATURES``; ``px`` (B,) is face units per pixel."""
+def _features(ident: dict[str, Tensor], nuis: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Where each small feature sits on the head surface and how large it is, {name: (B,)} in
+    face units: the one source for ``_feature_boxes`` (where a feature can paint) and
+    ``_texture`` (what it paints). Eyes at (±ex, ey) with radii er, eh; brows centred at
+    brow_y, half-width brow_w, half-thickness brow_t, sheared by tilt; the nose tip at
+    (0, tip_y); the lips' centre line y = mouth_y − 0.9 smile (half² − x²) with half-height
+    lip_h and the gap's gap_h; marks at (mark_x, mark_y) and (mark2_x, mark2_y), radius
+    mark_r."""
     def v(key: str) -> Tensor:
         return ident[key] if key in ident else nuis[key]
 
-    a, bh, zero = v("face_w"), v("face_h"), torch.zeros_like(px)
+    ey, er, smile, lip_t = v("eye_y"), v("eye_r"), v("smile"), v("lip_t")
+    a, bh = v("face_w"), v("face_h")
+    return {
+        "hair_line": v("hairline") * bh, "age": v("age"),
+        "ex": v("eye_dx"), "ey": ey, "er": er, "eh": er * v("eye_aspect") * v("eye_open"),
+        "brow_y": ey - v("brow_dy") - 0.04 * v("brow_raise"), "brow_w": v("brow_w"),
+        "brow_t": v("brow_t"), "tilt": v("brow_tilt"),
+        "tip_y": ey + v("nose_len"), "nl": v("nose_len"), "nw": v("nose_w"),
+        "mouth_y": v("mouth_y"), "smile": smile, "half": v("mouth_w") * (1 + 0.15 * smile),
+        "lip_h": lip_t * (1 + 0.8 * v("mouth_open")),
+        "gap_h": lip_t * 0.7 * v("mouth_open") + 1e-3,
+        "mark_x": v("mark_u") * 0.6 * a, "mark_y": v("mark_v") * 0.5 * bh,
+        "mark2_x": v("mark2_u") * 0.6 * a, "mark2_y": v("mark2_v") * 0.5 * bh,
+        "mark_r": v("mark_r"), "mark_on": v("mark_on"), "mark2_on": v("mark2_on"),
+    }
+
+
+def _feature_boxes(f: dict[str, Tensor], a: Tensor, px: Tensor) -> Tensor:
+    """Head-surface boxes (B, F, 2, 2) outside which each small feature leaves the pixels
+    exactly as they are, in the order of ``_FEATURES``: ``f`` from ``_features``, ``a`` (B,)
+    the head's half-width, ``px`` (B,) face units per pixel."""
+    zero = torch.zeros_like(px)
     # wrinkles: nonzero for hairline + 0.04 - px/2 < y < eye_y - 0.12 + px/2, across the head
-    boxes = [torch.stack([torch.stack([-a, v("hairline") * bh + 0.04 - 0.5 * px], 1),
-                          torch.stack([a, v("eye_y") - 0.12 + 0.5 * px], 1)], 1)]
-    eh = v("eye_r") * v("eye_aspect") * v("eye_open")
-    brow_y = v("eye_y") - v("brow_dy") - 0.04 * v("brow_raise")
+    boxes = [torch.stack([torch.stack([-a, f["hair_line"] + 0.04 - 0.5 * px], 1),
+                          torch.stack([a, f["ey"] - 0.12 + 0.5 * px], 1)], 1)]
     for side in (-1.0, 1.0):
-        brow = _support(side * v("eye_dx"), brow_y, v("brow_w"), v("brow_t"), px)
-        sheared = v("brow_tilt").abs() * (brow[:, 1, 0] - brow[:, 0, 0]) / 2  # the brow's tilt
+        brow = _support(side * f["ex"], f["brow_y"], f["brow_w"], f["brow_t"], px)
+        sheared = f["tilt"].abs() * (brow[:, 1, 0] - brow[:, 0, 0]) / 2  # the brow's tilt
         brow = brow + torch.stack([-sheared, sheared], 1)[:, :, None] * torch.tensor([0.0, 1.0])
-        boxes.append(_union(brow, _support(side * v("eye_dx"), v("eye_y"), v("eye_r"), eh, px)))
-    tip, nl, nw = v("eye_y") + v("nose_len"), v("nose_len"), v("nose_w")
+        boxes.append(_union(brow, _support(side * f["ex"], f["ey"], f["er"], f["eh"], px)))
+    tip, nl, nw = f["tip_y"], f["nl"], f["nw"]
     boxes.append(_union(_support(zero, tip - 0.45 * nl, 0.7 * nw, 0.55 * nl, px),
                         _support(-nw, tip, 0.35 * nw, 0.2 * nw, px),
                         _support(nw, tip, 0.35 * nw, 0.2 * nw, px),
                         _support(zero, tip, 0.45 * nw, 0.35 * nw, px)))
-    half = v("mouth_w") * (1 + 0.15 * v("smile"))
-    lips = _support(zero, v("mouth_y"), half, v("lip_t") * (1 + 0.8 * v("mouth_open")), px)
+    half = f["half"]
+    lips = _support(zero, f["mouth_y"], half, f["lip_h"], px)
     # the lips' centre line is y = mouth_y - 0.9 smile (half² - x²) over the box's x range
-    bend = 0.9 * v("smile")[:, None] * torch.stack([half**2, half**2 - lips[:, 1, 0] ** 2], 1)
+    bend = 0.9 * f["smile"][:, None] * torch.stack([half**2, half**2 - lips[:, 1, 0] ** 2], 1)
     boxes.append(lips - torch.stack([bend.amax(1), bend.amin(1)], 1)[:, :, None] *
                  torch.tensor([0.0, 1.0]))
-    for u, w in (("mark_u", "mark_v"), ("mark2_u", "mark2_v")):
-        boxes.append(_support(v(u) * 0.6 * a, v(w) * 0.5 * bh, v("mark_r"), v("mark_r"), px))
-    boxes.append(_union(*(_support(side * v("eye_dx"), v("eye_y"), 1.9 * v("eye_r"),
-                                   1.5 * v("eye_r"), px) for side in (-1.0, 1.0))))
+    for m in ("mark", "mark2"):
+        boxes.append(_support(f[m + "_x"], f[m + "_y"], f["mark_r"], f["mark_r"], px))
+    boxes.append(_union(*(_support(side * f["ex"], f["ey"], 1.9 * f["er"], 1.5 * f["er"], px)
+                          for side in (-1.0, 1.0))))
     return torch.stack(boxes, 1)
 
 
@@ -539,35 +565,30 @@ def _cover(d2: Tensor, s: Tensor) -> Tensor:
     return torch.addcmul(s + 0.5, d2, -s).clamp_(0, 1)
 
 
-def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dense=False):
+def _texture(f, pal, qx, qy, qz, front, c, pxf, pix, size, dense=False):
     """The head's colour under the light, before shading, (B, 3, H, W), and a grey gain
-    (B, H, W) that multiplies it (wrinkles, nose, marks). Small features are painted only
-    inside the pixel window that holds them in every image of the batch."""
+    (B, H, W) that multiplies it (wrinkles, nose, marks). ``f``: the chunk's ``_features``.
+    Small features are painted only inside the pixel window that holds them in every image
+    of the batch."""
     def p(key: str) -> Tensor:
-        return (ident[key] if key in ident else nuis[key])[:, None, None]
-
-    def v(key: str) -> Tensor:
-        return ident[key] if key in ident else nuis[key]
+        return f[key][:, None, None]
 
     light = pal["light"]
     skin, hair_c = pal["skin"] * light, pal["hair"] * light
     ipx = _col(1 / pxf)
-    hair_line = p("hairline") * bh
+    hair_line = p("hair_line")
     hair = torch.maximum(torch.addcmul(hair_line * ipx + 0.5, qy, -ipx),
                          torch.addcmul(0.5 - 0.1 * c * ipx, qz, -ipx)).clamp_(0, 1)
     col = torch.lerp(skin, hair_c, hair[:, None])
     maps = (qx, qy, front)
 
     def wrinkles(g, x, y, fr):  # forehead lines between the hairline and the brows
-        band = torch.addcmul((p("eye_y") - 0.12) * ipx + 0.5, y, -ipx).clamp(0, 1) * \
+        band = torch.addcmul((p("ey") - 0.12) * ipx + 0.5, y, -ipx).clamp(0, 1) * \
             torch.addcmul(0.5 - (hair_line + 0.04) * ipx, y, ipx).clamp(0, 1)
         return torch.addcmul(g, (torch.sin(y * 70) + 1) * band * fr, -0.09 * p("age") ** 2)
 
     gain = _paint(torch.ones_like(qy), maps, pix[:, 0], size, wrinkles, dense)
-    ex, ey, er = p("eye_dx"), p("eye_y"), p("eye_r")
-    eh = er * p("eye_aspect") * p("eye_open")
-    brow_y = ey - p("brow_dy") - 0.04 * p("brow_raise")
-    tilt = p("brow_tilt")
+    ex, ey, er, eh, brow_y, tilt = (p(k) for k in ("ex", "ey", "er", "eh", "brow_y", "tilt"))
     white, iris_c, brow_c = 0.95 * light, pal["iris"] * light, pal["hair"] * 0.6 * light
     # _ellipse_fast's terms: 1 / r² per axis and the ramp slope s = min(rx, ry) / (2 px)
     ibw2, ibt2, ier2, ieh2 = p("brow_w") ** -2, p("brow_t") ** -2, er**-2, eh**-2
@@ -590,7 +611,7 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dens
             return cw.mul_((1 - 0.9 * pupil)[:, None])
 
         col = _paint(col, maps, pix[:, 1 if side < 0 else 2], size, eye, dense)
-    tip_y, nl, nw = ey + p("nose_len"), p("nose_len"), p("nose_w")
+    tip_y, nl, nw = p("tip_y"), p("nl"), p("nw")
 
     def nose(cw, x, y, fr):
         ridge = _ellipse_fast(x, y, 0.0, tip_y - 0.45 * nl, nw * 0.7, 0.55 * nl, ipx)
@@ -602,29 +623,25 @@ def _texture(ident, nuis, pal, qx, qy, qz, front, a, bh, c, pxf, pix, size, dens
         return cw * torch.lerp(torch.ones(()), g * (1 + 0.12 * tip), fr)
 
     gain = _paint(gain, maps, pix[:, 3], size, nose, dense)
-    smile, half = p("smile"), p("mouth_w") * (1 + 0.15 * p("smile"))
-    lip_h = p("lip_t") * (1 + 0.8 * p("mouth_open"))
+    smile, half, lip_h = p("smile"), p("half"), p("lip_h")
     lip_c = pal["lip"] * skin * 1.4
 
     def mouth(cw, x, y, fr):
         curved = y - p("mouth_y") + 0.9 * smile * (half**2 - x**2)
         lips = _ellipse_fast(x, curved, 0.0, 0.0, half, lip_h, ipx) * fr
         cw = torch.lerp(cw, lip_c, lips[:, None])
-        gap = _ellipse_fast(x, curved, 0.0, 0.0, 0.85 * half,
-                            p("lip_t") * 0.7 * p("mouth_open") + 1e-3, ipx) * lips
+        gap = _ellipse_fast(x, curved, 0.0, 0.0, 0.85 * half, p("gap_h"), ipx) * lips
         return cw * (1 - 0.8 * gap[:, None])
 
     col = _paint(col, maps, pix[:, 4], size, mouth, dense)
-    for k, (u, w, on) in enumerate((("mark_u", "mark_v", "mark_on"),
-                                    ("mark2_u", "mark2_v", "mark2_on"))):
+    for k, m in enumerate(("mark", "mark2")):
         # the identity draw can give a radius <= 0 (p = 0.2 %): no mark then
-        sel = ((v(on) > 0.5) & (v("mark_r") > 0)).nonzero().squeeze(1)
-        mx, my = (v(u) * 0.6 * a[:, 0, 0])[sel], (v(w) * 0.5 * bh[:, 0, 0])[sel]
-        mr, ip = v("mark_r")[sel], ipx[sel]
+        sel = ((f[m + "_on"] > 0.5) & (f["mark_r"] > 0)).nonzero().squeeze(1)
+        mx, my, mr = (f[key][sel, None, None] for key in (m + "_x", m + "_y", "mark_r"))
+        ip = ipx[sel]
 
         def mark(cw, x, y, fr, mx=mx, my=my, mr=mr, ip=ip):
-            spot = _ellipse_fast(x, y, mx[:, None, None], my[:, None, None], mr[:, None, None],
-                                 mr[:, None, None], ip)
+            spot = _ellipse_fast(x, y, mx, my, mr, mr, ip)
             return cw * (1 - 0.45 * (spot * fr))
 
         gain = _paint(gain, maps, pix[sel, 5 + k], size, mark, dense, sel)
