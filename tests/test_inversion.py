@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from arclab.inversion import bn_statistics_loss, invert, total_variation
+from arclab.inversion import bn_statistics_loss, deepinversion_bn_sum, invert, total_variation
 
 
 def _tiny(seed: int = 0) -> nn.Module:
@@ -55,6 +55,32 @@ def test_bn_loss_is_the_mean_relative_distance_over_the_feature_map_bn_layers():
     with pytest.raises(ValueError, match="on feature maps"):
         bn_statistics_loss(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).eval(),
                            torch.randn(2, 3))
+
+
+def test_deepinversion_sum_is_the_absolute_sum_over_every_bn_layer():
+    net = _tiny(1)
+    x = torch.randn(4, 3, 16, 16)
+    total, h = 0.0, x
+    for layer in net:  # by hand, the final BatchNorm1d included
+        if isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            dims = (0, 2, 3) if h.ndim == 4 else (0,)
+            mean = h.mean(dims)
+            var = ((h - h.mean(dims, keepdim=True)) ** 2).mean(dims)
+            total += ((mean - layer.running_mean).norm()
+                      + (var - layer.running_var).norm()).item()
+        h = layer(h)
+    assert deepinversion_bn_sum(net, x) == pytest.approx(total, rel=1e-5)
+    # absolute: scaling a layer's input and running statistics by 3 changes it, unlike the
+    # relative mean of bn_statistics_loss
+    scaled = _tiny(1)
+    with torch.no_grad():
+        scaled[0].weight.mul_(3.0)
+        scaled[0].bias.mul_(3.0)
+        scaled[1].running_mean.mul_(3.0)
+        scaled[1].running_var.mul_(9.0)
+    assert deepinversion_bn_sum(scaled, x) > total * 1.05
+    with pytest.raises(ValueError, match="must contain BatchNorm layers"):
+        deepinversion_bn_sum(nn.Linear(3, 2), torch.randn(2, 3))
 
 
 def test_total_variation_by_hand():

@@ -27,10 +27,10 @@ Two deliberate differences from DeepInversion's ``Σ_l ‖μ_l − μ̂_l‖₂ 
   the identity term, and with 16 targets they are mostly noise.
 - Each layer's distances are divided by the size of its running statistics and averaged over
   layers, so the prior is a dimensionless number that does not grow with the network's width,
-  depth or activation scale. The absolute sum of notebook 04's ResNet18 is ≈ 8,400 on noise and
-  ≈ 3,500 on a batch of real faces (most of it the embedding's BatchNorm1d), against an
-  identity term ≤ 2, so no fixed λ_bn means the same on two networks; the relative mean is
-  ≈ 0.1–0.3 on real faces for the models of this book.
+  depth or activation scale. The absolute sum (``deepinversion_bn_sum``) of notebook 04's
+  ResNet18 runs into the thousands on noise and on real faces alike, against an identity term
+  ≤ 2, so no fixed λ_bn means the same on two networks; notebook 13 prints both measures on
+  noise and on real faces.
 
 Taught in: notebooks/13_inversion.ipynb
 """
@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["bn_statistics_loss", "image_statistics", "invert", "to_uint8", "total_variation"]
+__all__ = ["bn_statistics_loss", "deepinversion_bn_sum", "image_statistics", "invert", "to_uint8",
+           "total_variation"]
 
 
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -119,6 +120,40 @@ def bn_statistics_loss(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError("model must contain BatchNorm layers on feature maps (inputs with "
                          "spatial positions); its BatchNorm layers only see vectors")
     return out, stats.mean()
+
+
+def deepinversion_bn_sum(model: nn.Module, x: Tensor) -> float:
+    """DeepInversion's BN prior as published, for comparison with ``bn_statistics_loss``:
+    Σ_l ‖μ_l − μ̂_l‖₂ + ‖σ²_l − σ̂²_l‖₂ over *every* BatchNorm layer with running statistics
+    (on vectors too), statistics over the batch and any spatial positions, variance biased.
+    Absolute, so it grows with the network's width, depth and activation scale.
+
+    Example:
+        >>> bn = nn.BatchNorm2d(2).eval()  # running mean (0, 0), variance (1, 1)
+        >>> x = torch.tensor([[1.0, 0.0], [3.0, 0.0]]).view(2, 2, 1, 1)  # μ (2, 0), σ² (1, 0)
+        >>> round(deepinversion_bn_sum(bn, x), 4)  # ‖(2, 0)‖ + ‖(0, −1)‖
+        3.0
+    """
+    layers = _bn_layers(model)
+    if not layers:
+        raise ValueError("model must contain BatchNorm layers with running statistics")
+    terms: list[float] = []
+
+    def hook(module, inputs, _output) -> None:
+        h = inputs[0]
+        dims = [0] + list(range(2, h.ndim))
+        terms.append(float(torch.linalg.vector_norm(h.mean(dims) - module.running_mean)
+                           + torch.linalg.vector_norm(h.var(dims, unbiased=False)
+                                                      - module.running_var)))
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(terms)
 
 
 def total_variation(x: Tensor) -> Tensor:
