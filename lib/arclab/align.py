@@ -47,7 +47,8 @@ def umeyama(src: Tensor, dst: Tensor) -> Tensor:
 
     Example:
         >>> src = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-        >>> umeyama(src, 2 * src + 3).round(decimals=4).tolist()
+        >>> m = umeyama(src, 2 * src + 3).round(decimals=4)
+        >>> (m + 0.0).tolist()  # + 0.0 turns LAPACK's signed zeros into 0.0
         [[2.0, 0.0, 3.0], [0.0, 2.0, 3.0]]
     """
     single = src.ndim == 2
