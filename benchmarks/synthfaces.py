@@ -5,7 +5,24 @@ images back from the on-disk cache through FaceDataset + DataLoader. As a refere
 in the same run it also prints the time of one elementwise pass (``x + 1``) over the same
 image batch (into a preallocated output), so the renderer's cost reads as "equivalent
 elementwise passes" on any machine.
-Target: >= 1,000 aligned 112×112 images/s on 2 CPU cores.
+Target (issue 5): >= 1,000 aligned 112×112 images/s on 2 CPU cores. **Not met**: render
+version 5 gives 530–600 images/s on the 2-core development machine (2026-12-02/03), about
+100 reference passes per image (below). What was measured on the way:
+
+- Paired A/B (``render_ab.py``): version 5 is 1.58× version 4; in-place ops and the shared
+  feature table after it, 0.95–1.00 of before (no gain beyond the noise).
+- ``torch.compile`` of the chunk renderer (torch 2.14.1, inductor, 2 cores): 320 s to
+  compile (graph breaks at the per-image windows and the numpy hash, a recompile per chunk
+  length), then 571 against 514 images/s eager, and pixels that differ from eager (17 % of
+  float values, by up to 4e-6). Not adopted.
+- The profile of a 256-image batch has no dominant op: the ray-cast, shading and texture
+  maps, the background's bilinear upsample (about 7 %), blur, JPEG on 30 % of images, and
+  about 15 % of per-image bookkeeping ops on tiny tensors.
+
+Reaching the target needs a fused per-pixel kernel (compiled: numba or C++), a second
+implementation beside the differentiable torch one, and a new ``RENDER_VERSION`` with a
+rerun of the whole book. The notebooks train at 32 px, where the same renderer is printed
+below too (``--small``) and rendering is a small part of every notebook's time.
 
 Rendering is timed ``--repeats`` times and the best pass is reported: on a shared machine the
 other passes mostly measure the neighbours. ``--threads`` sets torch's intra-op threads (on a
@@ -46,6 +63,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many passes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--small", type=int, default=32,
+                        help="also time this size (the notebooks' training crops; 0: skip)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,6 +103,17 @@ def main() -> None:
           f" us/image; rendering costs {render_s / pass_s:.0f} such passes")
     print(f"cache read:        {n_read / read_s:8.0f} images/s (memmap -> FaceDataset -> "
           "DataLoader, flip on)")
+    if args.small:
+        render_faces(cfg, items["identity"][:8], items["index"][:8], size=args.small)
+        small_s = float("inf")
+        for _ in range(max(1, args.repeats)):
+            start = time.perf_counter()
+            for s in range(0, args.n, args.batch):
+                render_faces(cfg, items["identity"][s:s + args.batch],
+                             items["index"][s:s + args.batch], size=args.small)
+            small_s = min(small_s, time.perf_counter() - start)
+        print(f"render at {args.small} px:  {args.n / small_s:8.0f} images/s   "
+              f"({render_s / small_s:.1f}x the {args.size} px rate; the notebooks train at 32 px)")
 
 
 if __name__ == "__main__":
