@@ -55,6 +55,22 @@ def test_notebook_shape(path):
     assert set(pm.inspect_notebook(str(path))) == set(parameter_names(nb))
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tables_are_shown(path):
+    # notebook.table / summary_table return a DataFrame: Jupyter shows it only as the last
+    # expression of its cell. Two tables (notebooks 09 and 10) were computed and never shown
+    # because a print followed them.
+    for c in nbformat.read(path, as_version=4).cells:
+        if c.cell_type != "code":
+            continue
+        body = ast.parse(c.source).body
+        for st in body[:-1]:
+            if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and \
+                    ast.unparse(st.value.func) in ("notebook.table", "notebook.summary_table"):
+                raise AssertionError(f"{path.name}: a table that is not its cell's last "
+                                     f"expression is never shown:\n{c.source[:300]}")
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profile_keys_are_parameters(profile):
     data = yaml.safe_load((ROOT / "params" / f"{profile}.yaml").read_text()) or {}
