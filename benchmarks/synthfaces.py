@@ -56,6 +56,21 @@ from arclab.data.params import SynthConfig
 from arclab.data.synth import render_faces
 
 
+def _best_render_seconds(cfg: SynthConfig, items: dict, size: int, batch: int,
+                         repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` passes rendering all ``items`` at ``size`` px in
+    batches of ``batch`` (after a small warm-up render)."""
+    render_faces(cfg, items["identity"][:8], items["index"][:8], size=size)
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        for s in range(0, len(items["identity"]), batch):
+            render_faces(cfg, items["identity"][s:s + batch], items["index"][s:s + batch],
+                         size=size)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2048, help="images to render")
@@ -70,15 +85,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = SynthConfig()
     items = protocols.training_set(cfg, args.n // 8, 8)["items"]
-    render_faces(cfg, items["identity"][:8], items["index"][:8], size=args.size)  # warm-up
-    render_s = float("inf")
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(max(1, args.repeats)):
-        start = time.perf_counter()
-        for s in range(0, args.n, args.batch):
-            render_faces(cfg, items["identity"][s:s + args.batch],
-                         items["index"][s:s + args.batch], size=args.size)
-        render_s = min(render_s, time.perf_counter() - start)
+    render_s = _best_render_seconds(cfg, items, args.size, args.batch, args.repeats)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (
         max(1, args.repeats) * args.n)
     x = torch.rand(args.batch, 3, args.size, args.size)
@@ -104,14 +112,7 @@ def main() -> None:
     print(f"cache read:        {n_read / read_s:8.0f} images/s (memmap -> FaceDataset -> "
           "DataLoader, flip on)")
     if args.small:
-        render_faces(cfg, items["identity"][:8], items["index"][:8], size=args.small)
-        small_s = float("inf")
-        for _ in range(max(1, args.repeats)):
-            start = time.perf_counter()
-            for s in range(0, args.n, args.batch):
-                render_faces(cfg, items["identity"][s:s + args.batch],
-                             items["index"][s:s + args.batch], size=args.small)
-            small_s = min(small_s, time.perf_counter() - start)
+        small_s = _best_render_seconds(cfg, items, args.small, args.batch, args.repeats)
         print(f"render at {args.small} px:  {args.n / small_s:8.0f} images/s   "
               f"({render_s / small_s:.1f}x the {args.size} px rate; the notebooks train at 32 px)")
 
