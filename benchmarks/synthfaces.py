@@ -5,25 +5,29 @@ images back from the on-disk cache through FaceDataset + DataLoader. As a refere
 in the same run it also prints the time of one elementwise pass (``x + 1``) over the same
 image batch (into a preallocated output), so the renderer's cost reads as "equivalent
 elementwise passes" on any machine.
-Target (issue 5): >= 1,000 aligned 112×112 images/s on 2 CPU cores. **Not met**: render
-version 5 gives 530–600 images/s on the 2-core development machine (2026-12-02/03), 60 to 140
-reference passes per image (below; the reference pass itself moves by 2× between runs).
-What was measured on the way:
+Target (issue 5): >= 1,000 aligned 112×112 images/s on 2 CPU cores. Met since render version
+6 (2026-12-03), which renders through the compiled per-pixel kernel
+(:mod:`arclab.data.render_kernel`, numba) whenever no gradient is needed. The torch engine (the
+differentiable one, 110-odd elementwise passes per image) is timed on the same items as a
+reference in the same run (``--torch-n``, 0 to skip), so the kernel's speed-up reads off one
+run however loaded the machine is.
 
-- Paired A/B (``render_ab.py``): version 5 is 1.58× version 4; in-place ops and the shared
-  feature table after it, 0.95–1.00 of before (no gain beyond the noise).
-- ``torch.compile`` of the chunk renderer (torch 2.14.1, inductor, 2 cores): 320 s to
-  compile (graph breaks at the per-image windows and the numpy hash, a recompile per chunk
-  length), then 571 against 514 images/s eager, and pixels that differ from eager (17 % of
-  float values, by up to 4e-6). Not adopted.
-- The profile of a 256-image batch has no dominant op: the ray-cast, shading and texture
-  maps, the background's bilinear upsample (about 7 %), blur, JPEG on 30 % of images, and
-  about 15 % of per-image bookkeeping ops on tiny tensors.
+How version 6 got there (2-core development machine, best of 3, host load varies):
 
-Reaching the target needs a fused per-pixel kernel (compiled: numba or C++), a second
-implementation beside the differentiable torch one, and a new ``RENDER_VERSION`` with a
-rerun of the whole book. The notebooks train at 32 px, where the same renderer is printed
-below too (``--small``) and rendering is a small part of every notebook's time.
+- torch engine (version 5): 530-600 images/s; profile without a dominant op (ray cast,
+  shading and texture maps, the background's bilinear upsample, blur, JPEG, about 15 % of
+  per-image bookkeeping on tiny tensors). ``torch.compile`` of it: 320 s to compile, +11 %,
+  pixels that differ from eager; not adopted.
+- scene kernel, first version: no faster than torch (150 ns per pixel) because helpers that
+  took the per-image parameter array inside the pixel loop cost a reference count update per
+  call; with every per-image value unpacked into locals, 57-65 ns per pixel on one thread.
+- compiled blur (inner loops over 1-D rows, which LLVM vectorises) and noise + clamp in one
+  pass; JPEG stays the torch function. Post then costs about as much as the scene.
+- skipping the background and hair where the head covers a pixel fully (lerp to the face at
+  weight 1 is the face exactly).
+- paired A/B against version 5 (``render_ab.py``): time ratio 0.458 (quartiles 0.43-0.53).
+
+The notebooks train at 32 px; that rate is printed too (``--small``).
 
 Rendering is timed ``--repeats`` times and the best pass is reported: on a shared machine the
 other passes mostly measure the neighbours. ``--threads`` sets torch's intra-op threads (on a
@@ -39,7 +43,7 @@ minor page faults it takes per image are printed too (keeping freed memory with
 the render rate: 595 vs 600 images/s).
 
     python benchmarks/synthfaces.py [--n 2048] [--batch 256] [--size 112] [--repeats 3]
-                                    [--threads N]
+                                    [--threads N] [--torch-n 512] [--small 32]
 """
 
 from __future__ import annotations
@@ -58,18 +62,18 @@ from arclab.data.synth import render_faces
 
 
 def _best_render_seconds(cfg: SynthConfig, items: dict, size: int, batch: int,
-                         repeats: int) -> tuple[float, int]:
+                         repeats: int, engine: str = "auto") -> tuple[float, int]:
     """Seconds of the fastest of ``repeats`` passes rendering all ``items`` at ``size`` px in
     batches of ``batch``, and the minor page faults of all passes (after a small warm-up
     render, which is not counted)."""
-    render_faces(cfg, items["identity"][:8], items["index"][:8], size=size)
+    render_faces(cfg, items["identity"][:8], items["index"][:8], size=size, engine=engine)
     best = float("inf")
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
         for s in range(0, len(items["identity"]), batch):
             render_faces(cfg, items["identity"][s:s + batch], items["index"][s:s + batch],
-                         size=size)
+                         size=size, engine=engine)
         best = min(best, time.perf_counter() - start)
     return best, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
@@ -81,6 +85,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many passes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--torch-n", type=int, default=512,
+                        help="also time the torch engine on this many of the images (0: skip)")
     parser.add_argument("--small", type=int, default=32,
                         help="also time this size (the notebooks' training crops; 0: skip)")
     args = parser.parse_args()
@@ -106,7 +112,14 @@ def main() -> None:
         read_s = time.perf_counter() - start
     print(f"threads={torch.get_num_threads()} n={args.n} batch={args.batch} size={args.size}")
     print(f"render (aligned):  {args.n / render_s:8.0f} images/s   (target >= 1000; best of "
-          f"{max(1, args.repeats)})")
+          f"{max(1, args.repeats)}; compiled kernel)")
+    if args.torch_n:
+        part = {k: items[k][:args.torch_n] for k in ("identity", "index")}
+        torch_s, _ = _best_render_seconds(cfg, part, args.size, args.batch, args.repeats,
+                                          engine="torch")
+        torch_rate = len(part["identity"]) / torch_s
+        print(f"torch engine:      {torch_rate:8.0f} images/s   (differentiable; the kernel is "
+              f"{args.n / render_s / torch_rate:.2f}x faster in this run)")
     print(f"page faults:       {faults:8.1f} per image (minor; see the module docstring)")
     print(f"reference pass:    one elementwise pass over the batch = {pass_s / args.n * 1e6:.1f}"
           f" us/image; rendering costs {render_s / pass_s:.0f} such passes")

@@ -4,13 +4,12 @@ The cache key is a hash of everything that decides the pixels (generator config,
 size, alignment, renderer version), so a changed parameter never reads stale images. Files are
 uint8 ``.npy`` arrays (N, H, W, 3) opened as read-only memory maps, written atomically.
 
-Pixels are equal across machines up to float round-off only: torch's bilinear upsampling (the
-background) rounds differently with different thread counts, which moves values by ~1e-7 and,
-after quantisation, about 1 in 10⁶ uint8 values by one level (measured between 1 and 2 threads;
-``tests/test_synthfaces.py`` bounds it). A cache file is therefore not byte-identical to a
-render on a machine with another thread count, and a model trained on either follows its own
-trajectory (SGD amplifies round-off, as notebook 11 measures): compare runs across machines by
-their spread over seeds, not digit by digit.
+Pixels do not depend on the thread count (since version 6 each image is rendered in one
+thread; ``tests/test_synthfaces.py`` checks 1 against 2 threads byte for byte). Across CPUs and
+library builds they are equal up to float round-off only (torch's and numba's math libraries,
+JPEG's matrix products), which after quantisation can move a rare uint8 value by one level; a
+model trained on either follows its own trajectory (SGD amplifies round-off, as notebook 11
+measures): compare runs across machines by their spread over seeds, not digit by digit.
 
 Taught in: notebooks/03_synthfaces.ipynb
 """
@@ -34,8 +33,18 @@ from arclab.data.synth import render_faces
 __all__ = ["RENDER_VERSION", "FaceDataset", "cache_dir", "cached_render", "render_items",
            "render_pairs"]
 
-RENDER_VERSION = 5
+RENDER_VERSION = 6
 """Bumped whenever the renderer's pixels change, which invalidates every cache entry.
+
+6 (2026-12-03): images are rendered by a compiled per-pixel kernel (numba,
+:mod:`arclab.data.render_kernel`) wherever no gradient is needed: 2.2× faster
+(``benchmarks/render_ab.py``: time ratio 0.458 against version 5, quartiles 0.43–0.53, 12 pairs
+of 256 aligned 112 px images). The picture is the same; the arithmetic is float64 per pixel
+instead of float32 passes, each image gets its own feature windows, blur and noise are
+compiled loops, so values move by round-off (at most 1.1e-5 against version 5 before
+quantisation, and a rare uint8 level, more where JPEG's quantisation turns round-off into a
+different level). The differentiable torch engine (``render(..., engine="torch")``) is
+unchanged and agrees with the kernel to 1e-4 (tests).
 
 5 (2026-12-02): the renderer is about 1.6× faster (``benchmarks/render_ab.py``: time ratio
 0.634 against version 4, quartiles 0.62–0.69, 16 pairs of 256 aligned 112 px images), by

@@ -173,11 +173,39 @@ def _noise(seeds: Tensor, shape: tuple[int, ...]) -> list[Tensor]:
     probability about 1 in 4 million; images larger than the bank (above about 1,180 px
     square) repeat it."""
     n = math.prod(shape)
+    bank, offsets = _noise_source(seeds, n)
+    return [bank[o:][:n].view(shape) for o in offsets]
+
+
+def _noise_source(seeds: Tensor, n: int) -> tuple[Tensor, list[int]]:
+    """The bank (repeated when one image needs more than it holds) and each seed's offset."""
     bank = _noise_bank()
     if n > len(bank):
         bank = bank.repeat(-(-n // len(bank)) + 1)
     span = len(bank) - n + 1
-    return [bank[int(s) * 2654435761 % span:][:n].view(shape) for s in seeds.tolist()]
+    return bank, [int(s) * 2654435761 % span for s in seeds.tolist()]
+
+
+def _blur_levels(nuis: dict[str, Tensor], scale: float) -> tuple[Tensor, Tensor]:
+    """Each image's blur sigma in px (rounded to 1/8 px) and its taps' reach (0: no blur)."""
+    levels = torch.round(nuis["blur"] * scale * 8) / 8
+    return levels, torch.where(levels >= 0.25, torch.ceil(3 * levels), torch.zeros(()))
+
+
+def _post_kernel(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
+    """``_post`` for the kernel engine, in place on a contiguous batch: the same blur, JPEG
+    and noise, with blur and noise + clamp as compiled loops (round-off apart, the same
+    arithmetic) and JPEG the same torch function."""
+    from arclab.data import render_kernel
+
+    levels, reach = _blur_levels(nuis, scale)
+    render_kernel.blur(img, levels, reach.long())
+    sel = (nuis["jpeg"] > 0).nonzero().squeeze(1)
+    if sel.numel():
+        img.index_copy_(0, sel, jpeg_compress(img[sel], nuis["jpeg_quality"][sel]))
+    bank, offsets = _noise_source(nuis["bg_seed"], img[0].numel())
+    render_kernel.noise_and_clamp(img, bank, torch.tensor(offsets), nuis["noise"])
+    return img
 
 
 def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
@@ -188,8 +216,7 @@ def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
     Images whose taps reach equally far (ceil(3σ) px) are blurred together, each with its own
     kernel. A sigma of 1/8 px is no blur: its off-centre taps weigh e^-32, below
     float32's resolution, so images are blurred from 1/4 px on."""
-    levels = torch.round(nuis["blur"] * scale * 8) / 8
-    reach = torch.where(levels >= 0.25, torch.ceil(3 * levels), torch.zeros(()))
+    levels, reach = _blur_levels(nuis, scale)
     for radius in torch.unique(reach).tolist():
         if radius > 0:
             sel = (reach == radius).nonzero().squeeze(1)
@@ -251,7 +278,7 @@ def _col(t: Tensor) -> Tensor:
 
 def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor, size: int,
            *, background: bool = True, post: bool = True, return_alpha: bool = False,
-           dense: bool = False):
+           dense: bool = False, engine: str = "auto"):
     """Render B faces into ``size``×``size`` images.
 
     Args:
@@ -260,7 +287,12 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
         background: cluttered background (else mid grey). post: blur, quantisation, noise.
         dense: paint the small features (eyes, nose, mouth, marks, glasses) over the whole
             frame instead of a window around each: the same pixels, bit for bit, only
-            slower; for tests of the windows.
+            slower; for tests of the windows (torch engine).
+        engine: ``"torch"`` (batched tensor ops, differentiable), ``"kernel"`` (the compiled
+            per-pixel kernel of :mod:`arclab.data.render_kernel`, about 2× faster end to
+            end, no gradients) or ``"auto"``: the kernel unless a gradient is needed (grad
+            mode on and a parameter that requires grad) or ``dense`` is set. The two agree to
+            float round-off (JPEG's rounding can turn it into a grey level, rarely).
 
     Returns:
         images (B, 3, size, size) float32 in [0, 1]; landmarks (B, 5, 2) in output pixels;
@@ -272,6 +304,7 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     arrays in cache.
     """
     b = len(face_to_px)
+    engine = _engine(engine, dense, ident, nuis, face_to_px)
     ident, nuis = _positive_sizes(ident), _positive_sizes(nuis)
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
     lm = project(landmarks_3d(ident, nuis), rot, face_to_px)
@@ -283,6 +316,9 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     pix = _pixel_boxes(_feature_boxes(feat, ident["face_w"], pxf), rot, face_to_px,
                        _axes(ident), pxf)
     step = max(1, _CHUNK_PIXELS // (size * size))
+    if engine == "kernel":
+        return _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
+                              post, return_alpha, lm)
     parts = []
     for s in range(0, max(b, 1), step):
         e = min(s + step, b)
@@ -298,6 +334,67 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
 
 
 _CHUNK_PIXELS = 2**19
+_ENGINES = ("auto", "torch", "kernel")
+
+
+def _engine(engine: str, dense: bool, ident, nuis, face_to_px) -> str:
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    grad = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad
+        for t in (*ident.values(), *nuis.values(), face_to_px))
+    if engine == "kernel" and (grad or dense):
+        raise ValueError("engine='kernel' renders without gradients and paints windows only: "
+                         "use engine='torch' (or 'auto') for grad-tracking parameters or dense")
+    if engine == "auto":
+        return "torch" if grad or dense else "kernel"
+    return engine
+
+
+def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background, post,
+                   return_alpha, lm):
+    """``render`` through the compiled kernel: per-image coefficients from the torch
+    renderer's functions, the per-pixel scene in the kernel, then ``_post`` per chunk."""
+    from arclab.data.render_kernel import render_scene
+
+    b = len(face_to_px)
+    h = _head_coefficients(ident, nuis, rot, face_to_px, px, size)
+    pxf = px.float()
+    pal = _palette(ident, nuis)
+    light = pal["light"]
+    skin = pal["skin"] * light
+    bg_low = None
+    if background:  # the torch engine's low-resolution background, upsampled in the kernel
+        low = max(8, size // 4)
+        gl = torch.arange(low, dtype=torch.float32) * (size / low)
+        ly, lx = torch.meshgrid(gl, gl, indexing="ij")
+        bg_low = _background(nuis["bg_seed"], lx.expand(b, low, low), ly.expand(b, low, low),
+                             size)
+    mark_ok = feat["mark_r"] > 0
+    columns = dict(
+        **{k: h[k] for k in ("xa", "ya", "hair_q", "disc_q", "kh", "t_lin", "iqa", "d", "axes",
+                           "num_lin", "dw", "ia4")},
+        **{k: feat[k] for k in ("hair_line", "ey", "age", "ex", "er", "eh", "brow_y", "tilt",
+                              "brow_w", "brow_t", "tip_y", "nl", "nw", "mouth_y", "smile",
+                              "half", "lip_h", "gap_h", "mark_x", "mark_y", "mark2_x",
+                              "mark2_y", "mark_r")},
+        o=torch.cat(h["o"], 1), hair_bg=pal["hair"] * light * 0.8, jaw=ident["jaw"],
+        ipx=1 / pxf, amb=nuis["ambient"], skin=skin, hair_c=pal["hair"] * light,
+        brow_c=pal["hair"] * 0.6 * light, white=0.95 * light, iris_c=pal["iris"] * light,
+        lip_c=pal["lip"] * skin * 1.4, mark_on=(feat["mark_on"] > 0.5) & mark_ok,
+        mark2_on=(feat["mark2_on"] > 0.5) & mark_ok, occlusion=nuis["occlusion"],
+        mask_top=ident["eye_y"] + 0.65 * ident["nose_len"],
+        cloth=light * torch.tensor([0.75, 0.85, 0.95])[:, None, None],
+        hand_q=_hand_coef(nuis, h["xa"], h["ya"], pxf.double()),
+        hand_c=pal["skin"] * 0.9 * light)
+    img, alpha = render_scene(columns, pix, bg_low, size)
+    if not post:
+        return (img.clamp_(0, 1), lm, alpha) if return_alpha else (img.clamp_(0, 1), lm)
+    step = max(1, _CHUNK_PIXELS // (size * size))  # post in cache-sized chunks, in place
+    for s in range(0, b, step):
+        sl = slice(s, min(s + step, b))
+        _post_kernel(img[sl], {k: v[sl] for k, v in nuis.items()}, size / 112.0)
+    return (img, lm, alpha) if return_alpha else (img, lm)
 # sizes and shape ratios that an ellipse needs positive
 _SIZES = ("face_w", "face_h", "eye_r", "eye_aspect", "brow_w", "brow_t", "nose_len", "nose_w",
           "mouth_w", "lip_t", "hair_volume", "eye_open")
@@ -316,8 +413,14 @@ def _positive_sizes(params: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background, post,
-                  return_alpha, dense=False):
+def _head_coefficients(ident, nuis, rot, face_to_px, px, size):
+    """Per-image coefficients (float64 unless noted) of every per-pixel map that is affine or
+    quadratic in the centred pixel coordinates (see ``_affine_map`` / ``_quad_map``): the face
+    plane's x and y (``xa``, ``ya``), the hair silhouette's coverage (``hair_q``), the view
+    ray's discriminant with the head ellipsoid (``disc_q``), its entry depth ``t_lin`` +
+    sqrt(disc)·``iqa``, the ray's origin ``o`` (3 affine) and direction ``d`` (B, 3) in head
+    coordinates, and the Lambert numerator ``num_lin`` + t·``dw`` with the normal's squared
+    length weights ``ia4``. Shared by the torch renderer and the compiled kernel."""
     b = len(face_to_px)
     f64 = face_to_px.double()
     half = (size - 1) / 2
@@ -325,6 +428,43 @@ def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
     shift = (inv @ (half - f64[:, :, 2, None]))[:, :, 0]
     xa = torch.cat([inv[:, 0], shift[:, :1]], 1)  # face-plane x, affine in (j, i, 1)
     ya = torch.cat([inv[:, 1], shift[:, 1:]], 1)
+    # hair volume: a 2-D silhouette around the projected head, upper part only
+    axes = _axes(ident)
+    axd = axes.double()
+    top = project(torch.stack([torch.zeros(b), -0.35 * ident["face_h"], torch.zeros(b)], 1)
+                  [:, None], rot, torch.eye(2, 3).expand(b, 2, 3))[:, 0].double()
+    hv = ident["hair_volume"].double()
+    hair_q = _ellipse_coef(xa, ya, top[:, 0], top[:, 1], axd[:, 0] * hv, axd[:, 1] * 0.8 * hv,
+                           px)
+    # ray-cast the head ellipsoid: view ray p(t) = (x, y, t); head coordinates q = Rᵀ p = o + t d
+    rt = rot.transpose(1, 2)
+    rtd = rt.double()
+    o = [rtd[:, k, 0, None] * xa + rtd[:, k, 1, None] * ya for k in range(3)]  # affine
+    d = rtd[:, :, 2]
+    inv_a2 = 1.0 / axd**2
+    qa = (d**2 * inv_a2).sum(1)
+    qb = sum(o[k] * (d[:, k] * inv_a2[:, k])[:, None] for k in range(3))
+    qc = _with_const(sum(_sq(o[k]) * inv_a2[:, k, None] for k in range(3)), -torch.ones(b))
+    # shading: Lambert with the ellipsoid normal turned into view space
+    az, el = torch.deg2rad(nuis["light_az"]), torch.deg2rad(nuis["light_el"])
+    lvec = torch.stack([el.cos() * az.sin(), -el.sin(), el.cos() * az.cos()], 1)
+    lh = (rt @ lvec[:, :, None])[:, :, 0]  # the light in head coordinates: n·(Rᵀl) = (Rn)·l
+    w = lh.double() * inv_a2  # n·lh with n = q / axes²
+    return {"xa": xa, "ya": ya, "axes": axes, "hair_q": hair_q,
+            "disc_q": _sq(qb) - qa[:, None] * qc,
+            # disc / (qa² · 2a) is about the signed distance (face units) inside the silhouette
+            "kh": (1 / (qa**2 * 2 * axd[:, 0] * px)).float(),
+            "t_lin": -qb / qa[:, None], "iqa": (1 / qa).float(), "o": o, "d": d.float(),
+            "num_lin": sum(o[k] * w[:, k, None] for k in range(3)),
+            "dw": (d * w).sum(1).float(), "ia4": (inv_a2**2).float()}
+
+
+def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background, post,
+                  return_alpha, dense=False):
+    b = len(face_to_px)
+    half = (size - 1) / 2
+    h = _head_coefficients(ident, nuis, rot, face_to_px, px, size)
+    xa, ya = h["xa"], h["ya"]
     g = torch.arange(size, dtype=torch.float32) - half
     gi, gj = g[None, :, None], g[None, None, :]
     pxf = px.float()
@@ -340,47 +480,22 @@ def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
         bg = torch.full((b, 3, size, size), 0.5)
     pal = _palette(ident, nuis)
     light = pal["light"]
-    # hair volume: a 2-D silhouette around the projected head, upper part only
-    axes = _axes(ident)
-    axd = axes.double()
-    top = project(torch.stack([torch.zeros(b), -0.35 * ident["face_h"], torch.zeros(b)], 1)
-                  [:, None], rot, torch.eye(2, 3).expand(b, 2, 3))[:, 0].double()
-    hv = ident["hair_volume"].double()
-    hair_mask = _coverage(_ellipse_coef(xa, ya, top[:, 0], top[:, 1], axd[:, 0] * hv,
-                                        axd[:, 1] * 0.8 * hv, px), gi, gj)
+    hair_mask = _coverage(h["hair_q"], gi, gj)
     img = bg.lerp_(pal["hair"] * light * 0.8, hair_mask[:, None])
-    # ray-cast the head ellipsoid: view ray p(t) = (x, y, t); head coordinates q = Rᵀ p = o + t d
-    rt = rot.transpose(1, 2)
-    rtd = rt.double()
-    o = [rtd[:, k, 0, None] * xa + rtd[:, k, 1, None] * ya for k in range(3)]  # affine
-    d = rtd[:, :, 2]
-    inv_a2 = 1.0 / axd**2
-    qa = (d**2 * inv_a2).sum(1)
-    qb = sum(o[k] * (d[:, k] * inv_a2[:, k])[:, None] for k in range(3))
-    qc = _with_const(sum(_sq(o[k]) * inv_a2[:, k, None] for k in range(3)), -torch.ones(b))
-    disc_q = _sq(qb) - qa[:, None] * qc
-    disc = _quad_map(disc_q, gi, gj)
-    # disc / (qa² · 2a) is about the signed distance (face units) inside the silhouette
-    head = torch.addcmul(torch.full((), 0.5), disc,
-                         _col((1 / (qa**2 * 2 * axd[:, 0] * px)).float())).clamp_(0, 1)
-    t = _affine_map(-qb / qa[:, None], gi, gj).addcmul_(disc.clamp(min=0).sqrt_(),
-                                                          _col((1 / qa).float()))
-    df = d.float()
-    qx, qy, qz = (_affine_map(o[k], gi, gj).addcmul_(t, _col(df[:, k])) for k in range(3))
+    disc = _quad_map(h["disc_q"], gi, gj)
+    head = torch.addcmul(torch.full((), 0.5), disc, _col(h["kh"])).clamp_(0, 1)
+    t = _affine_map(h["t_lin"], gi, gj).addcmul_(disc.clamp(min=0).sqrt_(), _col(h["iqa"]))
+    df = h["d"]
+    qx, qy, qz = (_affine_map(h["o"][k], gi, gj).addcmul_(t, _col(df[:, k])) for k in range(3))
+    axes = h["axes"]
     a, bh, c = (_col(axes[:, k]) for k in range(3))
     jaw_start = 0.2 * bh
     u = (qy - jaw_start).clamp_(min=0)
     kj = a * (1 - _col(ident["jaw"])) / (bh - jaw_start) ** 2 * ipx
     side = torch.addcmul(a * ipx + 0.5, u * u, -kj).addcmul_(qx.abs(), -ipx)
     head = head.mul_(side.clamp_(0, 1))
-    # shading: Lambert with the ellipsoid normal turned into view space
-    az, el = torch.deg2rad(nuis["light_az"]), torch.deg2rad(nuis["light_el"])
-    lvec = torch.stack([el.cos() * az.sin(), -el.sin(), el.cos() * az.cos()], 1)
-    lh = (rt @ lvec[:, :, None])[:, :, 0]  # the light in head coordinates: n·(Rᵀl) = (Rn)·l
-    w = lh.double() * inv_a2  # n·lh with n = q / axes²
-    num = _affine_map(sum(o[k] * w[:, k, None] for k in range(3)), gi, gj).addcmul_(
-        t, _col((d * w).sum(1).float()))
-    ia4 = (inv_a2**2).float()
+    num = _affine_map(h["num_lin"], gi, gj).addcmul_(t, _col(h["dw"]))
+    ia4 = h["ia4"]
     nn = (qx * _col(ia4[:, 0])).mul_(qx)
     nn = nn.addcmul_(qy * _col(ia4[:, 1]), qy).addcmul_(qz * _col(ia4[:, 2]), qz)
     lam = num.mul_(nn.clamp_(min=1e-12).rsqrt_()).clamp_(min=0)
@@ -505,7 +620,7 @@ def _pixel_boxes(boxes: Tensor, rot: Tensor, face_to_px: Tensor, axes: Tensor,
     corners = torch.stack([boxes[:, :, [0, 0, 0, 0, 1, 1, 1, 1], 0],
                            boxes[:, :, [0, 0, 1, 1, 0, 0, 1, 1], 1],
                            zs[:, :, [0, 1, 0, 1, 0, 1, 0, 1]]], -1)  # (B, F, 8, 3)
-    pix = project(corners.reshape(b, -1, 3), rot, face_to_px).view(b, f, 8, 2)
+    pix = project(corners.reshape(b, f * 8, 3), rot, face_to_px).view(b, f, 8, 2)
     return torch.stack([pix.amin(2) - 2, pix.amax(2) + 2], 2)
 
 

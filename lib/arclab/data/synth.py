@@ -44,12 +44,15 @@ def face_boxes(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Te
 
 
 def render_faces(cfg: SynthConfig, identities, indices, *, size: int = 112,
-                 aligned: bool = True, post: bool = True, **overrides) -> dict[str, Tensor]:
+                 aligned: bool = True, post: bool = True, engine: str = "auto",
+                 **overrides) -> dict[str, Tensor]:
     """Render pictures ``indices`` of ``identities``: deterministic in (cfg, identity, index).
 
     Args:
         aligned: crops whose 5 landmarks match the ArcFace template scaled to ``size``;
             otherwise the face sits near the centre with scale and shift jitter.
+        engine: the renderer's engine (see :func:`arclab.data.render.render`): the compiled
+            kernel unless gradients are needed.
         overrides: fixed nuisance values, e.g. ``yaw=70.0`` (see ``nuisance_params``).
 
     Returns:
@@ -80,7 +83,7 @@ def render_faces(cfg: SynthConfig, identities, indices, *, size: int = 112,
         face_to_px[:, 0, 0], face_to_px[:, 1, 1] = k, k
         face_to_px[:, 0, 2], face_to_px[:, 1, 2] = cx, cy
     images, landmarks = render(ident, nuis, face_to_px, size, background=cfg.background,
-                               post=post)
+                               post=post, engine=engine)
     return {"images": images, "landmarks": landmarks,
             "boxes": face_boxes(ident, nuis, face_to_px),
             "identities": torch.as_tensor(identities, dtype=torch.int64), "nuisance": nuis}
