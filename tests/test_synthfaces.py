@@ -388,6 +388,23 @@ def test_engine_is_chosen_by_whether_gradients_are_needed():
         assert empty["images"].shape == (0, 3, 32, 32) and empty["boxes"].shape == (0, 4)
 
 
+class _OneFace(torch.utils.data.Dataset):
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return render_faces(SynthConfig(seed=4), [i], [i], size=32)["images"][0]
+
+
+def test_kernel_renders_in_forked_dataloader_workers():
+    """The kernel's threads live only inside a call, so a process that rendered can fork
+    DataLoader workers that render too (a thread pool kept across calls would hang there)."""
+    parent = render_faces(SynthConfig(seed=4), range(6), range(6), size=32)["images"]
+    loader = torch.utils.data.DataLoader(_OneFace(), batch_size=3, num_workers=2,
+                                         multiprocessing_context="fork")
+    assert torch.equal(torch.cat(list(loader)), parent)
+
+
 def test_nuisance_overrides_and_identity_spread():
     n = nuisance_params(SynthConfig(), [0, 1, 2], [0, 0, 0], yaw=70.0,
                         age=np.array([0.1, 0.5, 0.9], np.float32))
