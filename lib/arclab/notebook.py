@@ -247,10 +247,18 @@ def table(rows: dict[str, dict[str, Any]], digits: int = 2) -> pd.DataFrame:
         {'gap_deg': {'arcface': 41.2}}
         >>> table({"a": {"x": 1.0, "y": 2.0}, "b": {"x": float("nan")}}).to_dict()
         {'x': {'a': 1.0, 'b': nan}, 'y': {'a': 2.0, 'b': '–'}}
+        >>> import numpy as np
+        >>> print(table({"a": {"x": np.float32(37.7)}, "b": {"x": np.float32(20.6)}}, 1))
+              x
+        a  37.7
+        b  20.6
     """
     import pandas as pd
 
-    df = pd.DataFrame.from_dict(rows, orient="index").round(digits)
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    # float32 columns (numpy scalars from torch) would print their rounded values as 37.700001
+    df = df.astype({c: "float64" for c in df.columns if df[c].dtype == "float32"})
+    df = df.round(digits)
     absent = pd.DataFrame([[c not in rows[r] for c in df.columns] for r in rows],
                           index=df.index, columns=df.columns)  # a NaN *value* stays NaN
     return df.astype(object).where(~absent, "–") if absent.to_numpy().any() else df
