@@ -133,6 +133,15 @@ def _background(bg_seed: Tensor, px_x: Tensor, px_y: Tensor, size: int) -> Tenso
     return img.clamp_(0, 1)
 
 
+def _background_low(bg_seed: Tensor, size: int) -> Tensor:
+    """The smooth clutter at a quarter of ``size`` (at least 8 px), (B, 3, low, low): both
+    engines upsample it bilinearly to ``size``."""
+    b, low = len(bg_seed), max(8, size // 4)
+    gl = torch.arange(low, dtype=torch.float32) * (size / low)
+    ly, lx = torch.meshgrid(gl, gl, indexing="ij")
+    return _background(bg_seed, lx.expand(b, low, low), ly.expand(b, low, low), size)
+
+
 def _gaussian_blur(img: Tensor, sigma: Tensor, radius: int) -> Tensor:
     """Blur each image (B, 3, H, W) by its own Gaussian ``sigma`` (B,) px, taps reaching
     ``radius`` px, edges replicated: separable, each direction a sum of shifted copies
@@ -318,7 +327,7 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
     step = max(1, _CHUNK_PIXELS // (size * size))
     if engine == "kernel":
         return _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
-                              post, return_alpha, lm)
+                              post, return_alpha, lm, step)
     parts = []
     for s in range(0, max(b, 1), step):
         e = min(s + step, b)
@@ -352,7 +361,7 @@ def _engine(engine: str, dense: bool, ident, nuis, face_to_px) -> str:
 
 
 def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background, post,
-                   return_alpha, lm):
+                   return_alpha, lm, step):
     """``render`` through the compiled kernel: per-image coefficients from the torch
     renderer's functions, the per-pixel scene in the kernel, then ``_post`` per chunk."""
     from arclab.data.render_kernel import render_scene
@@ -363,13 +372,7 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
     pal = _palette(ident, nuis)
     light = pal["light"]
     skin = pal["skin"] * light
-    bg_low = None
-    if background:  # the torch engine's low-resolution background, upsampled in the kernel
-        low = max(8, size // 4)
-        gl = torch.arange(low, dtype=torch.float32) * (size / low)
-        ly, lx = torch.meshgrid(gl, gl, indexing="ij")
-        bg_low = _background(nuis["bg_seed"], lx.expand(b, low, low), ly.expand(b, low, low),
-                             size)
+    bg_low = _background_low(nuis["bg_seed"], size) if background else None  # kernel upsamples
     mark_ok = feat["mark_r"] > 0
     columns = dict(
         **{k: h[k] for k in ("xa", "ya", "hair_q", "disc_q", "kh", "t_lin", "iqa", "d", "axes",
@@ -390,8 +393,7 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
     img, alpha = render_scene(columns, pix, bg_low, size)
     if not post:
         return (img.clamp_(0, 1), lm, alpha) if return_alpha else (img.clamp_(0, 1), lm)
-    step = max(1, _CHUNK_PIXELS // (size * size))  # post in cache-sized chunks, in place
-    for s in range(0, b, step):
+    for s in range(0, b, step):  # post in cache-sized chunks, in place
         sl = slice(s, min(s + step, b))
         _post_kernel(img[sl], {k: v[sl] for k, v in nuis.items()}, size / 112.0)
     return (img, lm, alpha) if return_alpha else (img, lm)
@@ -469,13 +471,9 @@ def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
     gi, gj = g[None, :, None], g[None, None, :]
     pxf = px.float()
     ipx = _col(1 / pxf)
-    if background:  # smooth clutter: rendered at a quarter resolution, then upsampled
-        low = max(8, size // 4)
-        gl = torch.arange(low, dtype=torch.float32) * (size / low)
-        ly, lx = torch.meshgrid(gl, gl, indexing="ij")
-        bg = F.interpolate(_background(nuis["bg_seed"], lx.expand(b, low, low),
-                                       ly.expand(b, low, low), size),
-                           size=(size, size), mode="bilinear", align_corners=False)
+    if background:
+        bg = F.interpolate(_background_low(nuis["bg_seed"], size), size=(size, size),
+                           mode="bilinear", align_corners=False)
     else:
         bg = torch.full((b, 3, size, size), 0.5)
     pal = _palette(ident, nuis)
