@@ -48,6 +48,29 @@ def test_pixels_do_not_depend_on_the_batch_or_its_render_chunks():
         assert torch.equal(full["images"][i], one), i
 
 
+def test_blurred_pixels_do_not_depend_on_the_reach_of_the_others_in_the_batch():
+    """Blur taps are normalised by a float32 sum, and sums of 8 or more values round
+    differently from shorter ones: an image's taps must be computed for its own reach, not
+    for the longest reach in its batch (the kernel engine until 2026-12-03, visible only where
+    the reach exceeds 6 px, i.e. blur sigma > 2 px)."""
+    cfg = SynthConfig(seed=2, blur_px=3.5, jpeg_rate=0.0)
+    ids, idx = list(range(40)), [0] * 40
+    full = render_faces(cfg, ids, idx, size=112)
+    reach = torch.ceil(3 * torch.round(full["nuisance"]["blur"] * 8) / 8)
+    assert reach.max() >= 8
+    checked = 0
+    for i in (reach == 5).nonzero().squeeze(1).tolist()[:3] + \
+            (reach == 6).nonzero().squeeze(1).tolist()[:3]:
+        one = render_faces(cfg, [ids[i]], [idx[i]], size=112)["images"][0]
+        assert torch.equal(full["images"][i], one), i
+        checked += 1
+    assert checked >= 4
+    sigma = torch.tensor([1.5, 2.6])  # and the taps themselves: reach 5 beside reach 8
+    both = render_kernel.blur_weights(sigma, torch.tensor([5, 8]))
+    alone = render_kernel.blur_weights(sigma[:1], torch.tensor([5]))
+    assert torch.equal(both[0, :6], alone[0]) and not both[0, 6:].any()
+
+
 @pytest.mark.parametrize("aligned", [True, False])
 def test_feature_windows_give_the_pixels_of_painting_the_whole_frame(aligned):
     """Forehead lines, eyes, nose, mouth, marks and glasses are painted only inside a window

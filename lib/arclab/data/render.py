@@ -201,19 +201,45 @@ def _blur_levels(nuis: dict[str, Tensor], scale: float) -> tuple[Tensor, Tensor]
     return levels, torch.where(levels >= 0.25, torch.ceil(3 * levels), torch.zeros(()))
 
 
-def _post_kernel(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
-    """``_post`` for the kernel engine, in place on a contiguous batch: the same blur, JPEG
-    and noise, with blur and noise + clamp as compiled loops (round-off apart, the same
-    arithmetic) and JPEG the same torch function."""
+def _post_plan(nuis: dict[str, Tensor], scale: float, numel: int) -> dict[str, Tensor]:
+    """What the kernel engine's post needs per image (see ``render_kernel.render_scene``):
+    blur taps and reach, the noise bank with each image's offset and std, and which images
+    take their noise at once (the ones without JPEG, which must be compressed first)."""
     from arclab.data import render_kernel
 
     levels, reach = _blur_levels(nuis, scale)
-    render_kernel.blur(img, levels, reach.long())
-    sel = (nuis["jpeg"] > 0).nonzero().squeeze(1)
-    if sel.numel():
-        img.index_copy_(0, sel, jpeg_compress(img[sel], nuis["jpeg_quality"][sel]))
-    bank, offsets = _noise_source(nuis["bg_seed"], img[0].numel())
-    render_kernel.noise_and_clamp(img, bank, torch.tensor(offsets), nuis["noise"])
+    bank, offsets = _noise_source(nuis["bg_seed"], numel)
+    return {"weights": render_kernel.blur_weights(levels, reach.long()),
+            "radius": reach.long(), "bank": bank, "offsets": torch.tensor(offsets),
+            "sigma": nuis["noise"], "noise_now": nuis["jpeg"] <= 0}
+
+
+def _jpeg_then_noise(img: Tensor, nuis: dict[str, Tensor], plan: dict[str, Tensor],
+                     step: int) -> None:
+    """The kernel engine's post for the JPEG images of a blurred batch, in place: compress
+    (the torch engine's function, ``step`` images per call), then noise + clamp."""
+    from arclab.data import render_kernel
+
+    sel = (~plan["noise_now"]).nonzero().squeeze(1)
+    for s in range(0, len(sel), step):
+        part = sel[s:s + step]
+        img.index_copy_(0, part, jpeg_compress(img[part], nuis["jpeg_quality"][part]))
+    if len(sel):
+        render_kernel.noise_and_clamp(img, plan["bank"], plan["offsets"], plan["sigma"], sel)
+
+
+def _post_kernel(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
+    """``_post`` for the kernel engine on a contiguous batch, in place: the same blur, JPEG
+    and noise, with blur and noise + clamp as compiled loops (round-off apart, the same
+    arithmetic) and JPEG the same torch function. (``render`` does the blur and the noise of
+    the images without JPEG inside ``render_scene``, image by image.)"""
+    from arclab.data import render_kernel
+
+    plan = _post_plan(nuis, scale, img[0].numel())
+    render_kernel.blur(img, *_blur_levels(nuis, scale))
+    render_kernel.noise_and_clamp(img, plan["bank"], plan["offsets"], plan["sigma"],
+                                  plan["noise_now"].nonzero().squeeze(1))
+    _jpeg_then_noise(img, nuis, plan, len(img))
     return img
 
 
@@ -366,7 +392,6 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
     renderer's functions, the per-pixel scene in the kernel, then ``_post`` per chunk."""
     from arclab.data.render_kernel import render_scene
 
-    b = len(face_to_px)
     h = _head_coefficients(ident, nuis, rot, face_to_px, px, size)
     pxf = px.float()
     pal = _palette(ident, nuis)
@@ -390,13 +415,15 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
         cloth=light * torch.tensor([0.75, 0.85, 0.95])[:, None, None],
         hand_q=_hand_coef(nuis, h["xa"], h["ya"], pxf.double()),
         hand_c=pal["skin"] * 0.9 * light)
-    img, alpha = render_scene(columns, pix, bg_low, size)
-    if not post:
-        return (img.clamp_(0, 1), lm, alpha) if return_alpha else (img.clamp_(0, 1), lm)
-    for s in range(0, b, step):  # post in cache-sized chunks, in place
-        sl = slice(s, min(s + step, b))
-        _post_kernel(img[sl], {k: v[sl] for k, v in nuis.items()}, size / 112.0)
+    plan = _post_plan(nuis, size / 112.0, 3 * size * size) if post else None
+    img, alpha = render_scene(columns, pix, bg_low, size, plan)  # blurred, and noised
+    if post:  # where there is no JPEG
+        _jpeg_then_noise(img, nuis, plan, step)
+    else:
+        img.clamp_(0, 1)
     return (img, lm, alpha) if return_alpha else (img, lm)
+
+
 # sizes and shape ratios that an ellipse needs positive
 _SIZES = ("face_w", "face_h", "eye_r", "eye_aspect", "brow_w", "brow_t", "nose_len", "nose_w",
           "mouth_w", "lip_t", "hair_volume", "eye_open")

@@ -29,7 +29,7 @@ import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["blur", "noise_and_clamp", "render_scene"]
+__all__ = ["blur", "blur_weights", "noise_and_clamp", "render_scene"]
 
 # the per-image parameter vector's layout: name -> width, in order (see _pack)
 _LAYOUT = (("xa", 3), ("ya", 3), ("hair_q", 6), ("hair_bg", 3), ("disc_q", 6), ("kh", 1),
@@ -277,12 +277,18 @@ def _scene_kernel(params, boxes, bg, ty0, ty1, tyw, size, use_bg, img, alpha, st
 
 
 def render_scene(columns: dict[str, Tensor], boxes: Tensor, bg_low: Tensor | None,
-                 size: int) -> tuple[Tensor, Tensor]:
+                 size: int, post: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Run the kernel over a batch: ``columns`` the per-image values named in ``_LAYOUT``,
     ``boxes`` (B, 8, 2, 2) the features' pixel boxes (``_pixel_boxes``), ``bg_low``
     (B, 3, low, low) the background before upsampling, or None for mid grey. Returns
-    images (B, 3, size, size) float32, not yet clamped, and the face's coverage
-    (B, size, size)."""
+    images (B, 3, size, size) float32 and the face's coverage (B, size, size).
+
+    ``post`` None: the images are not clamped, nothing else is done. Otherwise each image is
+    blurred and (where ``post["noise_now"]``) noised and clamped as soon as its scene is drawn,
+    while it is still in the core's cache, by the thread that drew it: ``post`` holds
+    ``weights`` (B, R + 1) and ``radius`` (B,) as for ``blur``, and ``bank``, ``offsets``,
+    ``sigma`` as for ``noise_and_clamp``. Images left out of ``noise_now`` (the renderer's
+    JPEG ones) are only blurred: the caller compresses them, then calls ``noise_and_clamp``."""
     b = len(boxes)
     params = _pack(columns, b)
     lo = boxes[:, :, 0].floor().clamp(0, size)
@@ -297,103 +303,157 @@ def render_scene(columns: dict[str, Tensor], boxes: Tensor, bg_low: Tensor | Non
         taps = _bilinear_taps(bg.shape[-1], size)
     img = np.empty((b, 3, size, size), np.float32)
     alpha = np.empty((b, size, size), np.float32)
-    _parallel(lambda lo, hi: _scene_kernel(params, win, bg, *taps, size, bg_low is not None,
-                                           img, alpha, lo, hi), b)
+    scene = (params, win, bg, *taps, size, bg_low is not None, img, alpha)
+    if post is None:
+        _parallel(lambda lo, hi: _scene_kernel(*scene, lo, hi), b)
+    else:
+        finish = (post["weights"].numpy(), post["radius"].to(torch.int64).numpy(),
+                  post["bank"].numpy(), post["offsets"].to(torch.int64).numpy(),
+                  post["sigma"].float().numpy(), post["noise_now"].to(torch.bool).numpy())
+        flat = img.reshape(b, 3 * size * size)
+        _parallel(lambda lo, hi: _scene_post_kernel(scene, flat, finish, lo, hi), b)
     return torch.from_numpy(img), torch.from_numpy(alpha)
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def _scene_post_kernel(scene, flat, finish, start, stop):
+    """Images start..stop-1: the scene, the blur, and noise + clamp where ``noise_now``, one
+    image at a time (``render_scene`` with ``post``)."""
+    weights, radius, bank, offsets, sigma, noise_now = finish
+    img = scene[8]
+    w = img.shape[3]
+    row = np.empty(w + 2 * (weights.shape[1] - 1), np.float32)
+    tmp = np.empty((img.shape[2], w), np.float32)
+    for b in range(start, stop):
+        _scene_kernel(*scene, b, b + 1)
+        if radius[b] > 0:
+            for ch in range(img.shape[1]):
+                _blur_plane(img[b, ch], weights[b], radius[b], row, tmp)
+        if noise_now[b]:
+            _noise_image(flat[b], bank, offsets[b], sigma[b])
+
+
 def _parallel(run, b: int) -> None:
-    """``run(lo, hi)`` over contiguous image ranges on ``torch.get_num_threads()`` threads."""
+    """``run(lo, hi)`` over image ranges on ``torch.get_num_threads()`` threads: four ranges
+    per thread, handed out as threads come free (images differ in cost: occluders, blur)."""
     threads = max(1, min(torch.get_num_threads(), b))
-    cuts = np.linspace(0, b, threads + 1).astype(int).tolist()
     if threads == 1:
         run(0, b)
         return
+    cuts = np.linspace(0, b, min(b, 4 * threads) + 1).astype(int).tolist()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(run, cuts[:-1], cuts[1:]))
 
 
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _blur_plane(x, k, r, row, tmp):
+    """Separable Gaussian blur of one plane ``x`` (H, W) in place, rows first, edges
+    replicated, taps ``k[:r + 1]`` (centre first); ``row`` and ``tmp`` are scratch of at least
+    W + 2r and (H, W). Each output is k₀·x + Σₜ kₜ·(x₋ₜ + x₊ₜ), as in the torch engine's
+    ``_gaussian_blur``."""
+    h, w = x.shape
+    k0 = k[0]
+    # (inner loops over 1-D rows, which LLVM vectorises: 2.8× faster than 2-D indexing)
+    for y in range(h):  # along rows, into tmp: each row padded by replication
+        src, out = x[y], tmp[y]
+        for i in range(r):
+            row[i] = src[0]
+            row[w + r + i] = src[w - 1]
+        for i in range(w):
+            row[r + i] = src[i]
+        for i in range(w):
+            out[i] = row[i + r] * k0
+        for t in range(1, r + 1):
+            kt = k[t]
+            lo, hi = row[r - t:r - t + w], row[r + t:r + t + w]
+            for i in range(w):
+                out[i] += (lo[i] + hi[i]) * kt
+    for y in range(h):  # along columns, back into the image
+        out, mid = x[y], tmp[y]
+        for i in range(w):
+            out[i] = mid[i] * k0
+        for t in range(1, r + 1):
+            kt = k[t]
+            up, down = tmp[max(y - t, 0)], tmp[min(y + t, h - 1)]
+            for i in range(w):
+                out[i] += (up[i] + down[i]) * kt
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def _blur_kernel(img, weights, radius, start, stop):
-    """Separable Gaussian blur of images start..stop-1 of ``img`` (B, C, H, W) in place, rows
-    first, edges replicated; image b's taps are ``weights[b, :radius[b] + 1]`` (centre first)
-    and radius 0 leaves it as it is. Each output is k₀·x + Σₜ kₜ·(x₋ₜ + x₊ₜ), as in the torch
-    engine's ``_gaussian_blur``."""
+    """``_blur_plane`` over every plane of images start..stop-1 of ``img`` (B, C, H, W);
+    image b's taps are ``weights[b, :radius[b] + 1]``, radius 0 leaves it as it is."""
     _, nc, h, w = img.shape
-    rmax = weights.shape[1] - 1
-    row = np.empty(w + 2 * rmax, np.float32)
+    row = np.empty(w + 2 * (weights.shape[1] - 1), np.float32)
     tmp = np.empty((h, w), np.float32)
     for b in range(start, stop):
-        r = radius[b]
-        if r == 0:
-            continue
-        k = weights[b]
-        k0 = k[0]
-        for ch in range(nc):
-            x = img[b, ch]
-            # (inner loops over 1-D rows, which LLVM vectorises: 2.8× faster than 2-D indexing)
-            for y in range(h):  # along rows, into tmp: each row padded by replication
-                src, out = x[y], tmp[y]
-                for i in range(r):
-                    row[i] = src[0]
-                    row[w + r + i] = src[w - 1]
-                for i in range(w):
-                    row[r + i] = src[i]
-                for i in range(w):
-                    out[i] = row[i + r] * k0
-                for t in range(1, r + 1):
-                    kt = k[t]
-                    lo, hi = row[r - t:r - t + w], row[r + t:r + t + w]
-                    for i in range(w):
-                        out[i] += (lo[i] + hi[i]) * kt
-            for y in range(h):  # along columns, back into the image
-                out, mid = x[y], tmp[y]
-                for i in range(w):
-                    out[i] = mid[i] * k0
-                for t in range(1, r + 1):
-                    kt = k[t]
-                    up, down = tmp[max(y - t, 0)], tmp[min(y + t, h - 1)]
-                    for i in range(w):
-                        out[i] += (up[i] + down[i]) * kt
+        if radius[b] > 0:
+            for ch in range(nc):
+                _blur_plane(img[b, ch], weights[b], radius[b], row, tmp)
+
+
+def blur_weights(sigma: Tensor, radius: Tensor) -> Tensor:
+    """Each image's Gaussian taps (B, max radius + 1) float32, centre first, normalised so
+    that k₀ + 2·Σₜ kₜ = 1, zero beyond its own ``radius``: computed per radius, exactly as the
+    torch engine's ``_gaussian_blur`` computes them, so that an image's taps do not depend on
+    the reach of the others in its batch (float32 sums of 8 or more values round
+    differently from shorter ones)."""
+    radius = radius.long()
+    rmax = int(radius.max()) if len(radius) else 0
+    out = torch.zeros(len(radius), rmax + 1)
+    for r in torch.unique(radius).tolist():
+        if r > 0:
+            sel = (radius == r).nonzero().squeeze(1)
+            taps = torch.arange(r + 1, dtype=torch.float32)
+            k = torch.exp(-0.5 * (taps / sigma[sel].float()[:, None]) ** 2)
+            out[sel, :r + 1] = k / (2 * k.sum(1, keepdim=True) - k[:, :1])
+    return out
 
 
 def blur(img: Tensor, sigma: Tensor, radius: Tensor) -> None:
     """Blur each image of ``img`` (B, C, H, W) float32 contiguous in place by its own Gaussian
-    ``sigma`` (B,) px with taps reaching ``radius`` (B,) int px (0: no blur); weights as
-    ``_gaussian_blur``'s, normalised to sum to one."""
-    rmax = int(radius.max()) if len(radius) else 0
-    if rmax == 0:
+    ``sigma`` (B,) px with taps reaching ``radius`` (B,) int px (0: no blur); weights from
+    ``blur_weights``."""
+    if not len(radius) or int(radius.max()) == 0:
         return
-    taps = torch.arange(rmax + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (taps / sigma.float().clamp(min=1e-6)[:, None]) ** 2)
-    k = torch.where(taps <= radius[:, None], k, 0.0)
-    k = (k / (2 * k.sum(1, keepdim=True) - k[:, :1])).contiguous().numpy()
+    k = blur_weights(sigma, radius).numpy()
     arr, rad = img.numpy(), radius.to(torch.int64).numpy()
     _parallel(lambda lo, hi: _blur_kernel(arr, k, rad, lo, hi), len(img))
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def _noise_kernel(flat, bank, offsets, sigma, start, stop):
-    n = flat.shape[1]
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _noise_image(x, bank, offset, s):
+    """In place on one flat image ``x``: + s · bank[offset:][:len(x)], then clamp to [0, 1]."""
     zero, one = np.float32(0), np.float32(1)
-    for b in range(start, stop):
-        s, x = sigma[b], flat[b]
-        noise = bank[offsets[b]:offsets[b] + n]
-        if s > 0:
-            for i in range(n):  # comparisons, not min/max: LLVM vectorises them
-                v = x[i] + s * noise[i]
-                v = v if v > zero else zero
-                x[i] = v if v < one else one
-        else:
-            for i in range(n):
-                v = x[i] if x[i] > zero else zero
-                x[i] = v if v < one else one
+    n = x.shape[0]
+    if s > 0:
+        noise = bank[offset:offset + n]
+        for i in range(n):  # comparisons, not min/max: LLVM vectorises them
+            v = x[i] + s * noise[i]
+            v = v if v > zero else zero
+            x[i] = v if v < one else one
+    else:
+        for i in range(n):
+            v = x[i] if x[i] > zero else zero
+            x[i] = v if v < one else one
 
 
-def noise_and_clamp(img: Tensor, bank: Tensor, offsets: Tensor, sigma: Tensor) -> None:
+@njit(nogil=True, cache=True, error_model="numpy")
+def _noise_kernel(flat, bank, offsets, sigma, order, start, stop):
+    for j in range(start, stop):
+        b = order[j]
+        _noise_image(flat[b], bank, offsets[b], sigma[b])
+
+
+def noise_and_clamp(img: Tensor, bank: Tensor, offsets: Tensor, sigma: Tensor,
+                    which: Tensor | None = None) -> None:
     """In place: ``img[b] += sigma[b] * bank[offsets[b]:][:img[b].numel()]``, then clamp to
-    [0, 1], in one pass (img (B, ...) float32 contiguous)."""
+    [0, 1], in one pass (img (B, ...) float32 contiguous), for the images ``which`` (indices;
+    None: all)."""
+    if not len(img):
+        return
     flat = img.view(len(img), -1).numpy()
     bank_np, off = bank.numpy(), offsets.to(torch.int64).numpy()
     sig = sigma.float().numpy()
-    _parallel(lambda lo, hi: _noise_kernel(flat, bank_np, off, sig, lo, hi), len(img))
+    order = (np.arange(len(img)) if which is None else which.to(torch.int64).numpy())
+    _parallel(lambda lo, hi: _noise_kernel(flat, bank_np, off, sig, order, lo, hi), len(order))
