@@ -98,6 +98,18 @@ def _palette(ident: dict[str, Tensor], nuis: dict[str, Tensor]) -> dict[str, Ten
     return {"skin": skin, "hair": hair, "iris": iris, "lip": lip, "light": light}
 
 
+def _lit(pal: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The colours both engines paint, under the light, (B, 3, 1, 1) each: skin, hair (on
+    the head, and 0.8 of it behind), brows, sclera, iris, lips, the mask's cloth and the hand."""
+    light = pal["light"]
+    skin = pal["skin"] * light
+    return {"skin": skin, "hair": pal["hair"] * light, "hair_bg": pal["hair"] * light * 0.8,
+            "brow": pal["hair"] * 0.6 * light, "white": 0.95 * light,
+            "iris": pal["iris"] * light, "lip": pal["lip"] * skin * 1.4,
+            "cloth": light * torch.tensor([0.75, 0.85, 0.95])[:, None, None],
+            "hand": pal["skin"] * 0.9 * light}
+
+
 def _mix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: a bijective hash of uint64s."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -394,9 +406,7 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
 
     h = _head_coefficients(ident, nuis, rot, face_to_px, px, size)
     pxf = px.float()
-    pal = _palette(ident, nuis)
-    light = pal["light"]
-    skin = pal["skin"] * light
+    lit = _lit(_palette(ident, nuis))
     bg_low = _background_low(nuis["bg_seed"], size) if background else None  # kernel upsamples
     mark_ok = feat["mark_r"] > 0
     columns = dict(
@@ -406,15 +416,14 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
                               "brow_w", "brow_t", "tip_y", "nl", "nw", "mouth_y", "smile",
                               "half", "lip_h", "gap_h", "mark_x", "mark_y", "mark2_x",
                               "mark2_y", "mark_r")},
-        o=torch.cat(h["o"], 1), hair_bg=pal["hair"] * light * 0.8, jaw=ident["jaw"],
-        ipx=1 / pxf, amb=nuis["ambient"], skin=skin, hair_c=pal["hair"] * light,
-        brow_c=pal["hair"] * 0.6 * light, white=0.95 * light, iris_c=pal["iris"] * light,
-        lip_c=pal["lip"] * skin * 1.4, mark_on=(feat["mark_on"] > 0.5) & mark_ok,
+        o=torch.cat(h["o"], 1), hair_bg=lit["hair_bg"], jaw=ident["jaw"], ipx=1 / pxf,
+        amb=nuis["ambient"], skin=lit["skin"], hair_c=lit["hair"], brow_c=lit["brow"],
+        white=lit["white"], iris_c=lit["iris"], lip_c=lit["lip"],
+        mark_on=(feat["mark_on"] > 0.5) & mark_ok,
         mark2_on=(feat["mark2_on"] > 0.5) & mark_ok, occlusion=nuis["occlusion"],
         mask_top=ident["eye_y"] + 0.65 * ident["nose_len"],
-        cloth=light * torch.tensor([0.75, 0.85, 0.95])[:, None, None],
-        hand_q=_hand_coef(nuis, h["xa"], h["ya"], pxf.double()),
-        hand_c=pal["skin"] * 0.9 * light)
+        cloth=lit["cloth"], hand_q=_hand_coef(nuis, h["xa"], h["ya"], pxf.double()),
+        hand_c=lit["hand"])
     plan = _post_plan(nuis, size / 112.0, 3 * size * size) if post else None
     img, alpha = render_scene(columns, pix, bg_low, size, plan)  # blurred, and noised
     if post:  # where there is no JPEG
@@ -503,10 +512,9 @@ def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
                            mode="bilinear", align_corners=False)
     else:
         bg = torch.full((b, 3, size, size), 0.5)
-    pal = _palette(ident, nuis)
-    light = pal["light"]
+    lit = _lit(_palette(ident, nuis))
     hair_mask = _coverage(h["hair_q"], gi, gj)
-    img = bg.lerp_(pal["hair"] * light * 0.8, hair_mask[:, None])
+    img = bg.lerp_(lit["hair_bg"], hair_mask[:, None])
     disc = _quad_map(h["disc_q"], gi, gj)
     head = torch.addcmul(torch.full((), 0.5), disc, _col(h["kh"])).clamp_(0, 1)
     t = _affine_map(h["t_lin"], gi, gj).addcmul_(disc.clamp(min=0).sqrt_(), _col(h["iqa"]))
@@ -529,10 +537,10 @@ def _render_chunk(ident, nuis, feat, rot, face_to_px, px, pix, size, background,
     # features and glasses sit on the front of the head and fade out towards its sides; at a
     # large yaw the back of the head is in view, where (qx, qy) repeat the front's values
     front = torch.addcmul(0.5 - 0.2 * c * ipx, qz, ipx).clamp_(0, 1)
-    col, gain = _texture(feat, pal, qx, qy, qz, front, c, pxf, pix, size, dense)
+    col, gain = _texture(feat, lit, qx, qy, qz, front, c, pxf, pix, size, dense)
     face = col.mul_(shade.mul_(gain)[:, None])
     img = img.lerp_(face, head[:, None])
-    img = _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf,
+    img = _occluders(img, ident, nuis, lit, xa, ya, gi, gj, qx, qy, head, front, pxf,
                      pix, size, dense)
     img = _post(img, nuis, size / 112.0) if post else img.clamp(0, 1)
     if not return_alpha:
@@ -705,16 +713,15 @@ def _cover(d2: Tensor, s: Tensor) -> Tensor:
     return torch.addcmul(s + 0.5, d2, -s).clamp_(0, 1)
 
 
-def _texture(f, pal, qx, qy, qz, front, c, pxf, pix, size, dense=False):
+def _texture(f, lit, qx, qy, qz, front, c, pxf, pix, size, dense=False):
     """The head's colour under the light, before shading, (B, 3, H, W), and a grey gain
     (B, H, W) that multiplies it (wrinkles, nose, marks). ``f``: the chunk's ``_features``.
     Small features are painted only inside the pixel window that holds them in every image
-    of the batch."""
+    of the batch. ``lit``: the colours of ``_lit``."""
     def p(key: str) -> Tensor:
         return f[key][:, None, None]
 
-    light = pal["light"]
-    skin, hair_c = pal["skin"] * light, pal["hair"] * light
+    skin, hair_c = lit["skin"], lit["hair"]
     ipx = _col(1 / pxf)
     hair_line = p("hair_line")
     hair = torch.maximum(torch.addcmul(hair_line * ipx + 0.5, qy, -ipx),
@@ -729,7 +736,7 @@ def _texture(f, pal, qx, qy, qz, front, c, pxf, pix, size, dense=False):
 
     gain = _paint(torch.ones_like(qy), maps, pix[:, 0], size, wrinkles, dense)
     ex, ey, er, eh, brow_y, tilt = (p(k) for k in ("ex", "ey", "er", "eh", "brow_y", "tilt"))
-    white, iris_c, brow_c = 0.95 * light, pal["iris"] * light, pal["hair"] * 0.6 * light
+    white, iris_c, brow_c = lit["white"], lit["iris"], lit["brow"]
     # _ellipse_fast's terms: 1 / r² per axis and the ramp slope s = min(rx, ry) / (2 px)
     ibw2, ibt2, ier2, ieh2 = p("brow_w") ** -2, p("brow_t") ** -2, er**-2, eh**-2
     sb = 0.5 * torch.minimum(p("brow_w"), p("brow_t")) * ipx
@@ -764,7 +771,7 @@ def _texture(f, pal, qx, qy, qz, front, c, pxf, pix, size, dense=False):
 
     gain = _paint(gain, maps, pix[:, 3], size, nose, dense)
     smile, half, lip_h = p("smile"), p("half"), p("lip_h")
-    lip_c = pal["lip"] * skin * 1.4
+    lip_c = lit["lip"]
 
     def mouth(cw, x, y, fr):
         curved = y - p("mouth_y") + 0.9 * smile * (half**2 - x**2)
@@ -788,7 +795,7 @@ def _texture(f, pal, qx, qy, qz, front, c, pxf, pix, size, dense=False):
     return col, gain
 
 
-def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf, pix,
+def _occluders(img, ident, nuis, lit, xa, ya, gi, gj, qx, qy, head, front, pxf, pix,
                size, dense=False):
     """Glasses on the front of the head, masks on its surface, a hand-like blob in the image
     plane. Each is drawn only on the images that have it."""
@@ -814,12 +821,12 @@ def _occluders(img, ident, nuis, pal, xa, ya, gi, gj, qx, qy, head, front, pxf, 
         top = (ident["eye_y"] + 0.65 * ident["nose_len"])[sel, None, None]
         ip = ipx[sel]
         mask = torch.addcmul(0.5 - top * ip, qy[sel], ip).clamp(0, 1) * head[sel]
-        cloth = pal["light"][sel] * torch.tensor([0.75, 0.85, 0.95])[:, None, None]
+        cloth = lit["cloth"][sel]
         img = _put(img, sel, torch.lerp(img[sel], cloth, mask[:, None]))
     sel = (occ == 3).nonzero().squeeze(1)
     if sel.numel():
         hand = _coverage(_hand_coef({k: nuis[k][sel] for k in ("occ_u", "occ_v")}, xa[sel],
                                     ya[sel], pxf[sel].double()), gi, gj)
-        colour = (pal["skin"] * 0.9 * pal["light"])[sel]
+        colour = lit["hand"][sel]
         img = _put(img, sel, torch.lerp(img[sel], colour, hand[:, None]))
     return img
