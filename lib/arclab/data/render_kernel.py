@@ -8,7 +8,9 @@ coefficients come from the torch renderer's own functions (``_head_coefficients`
 ``_features``, ``_palette``, ``_pixel_boxes``); only the per-pixel arithmetic is written twice,
 and ``tests/test_synthfaces.py`` holds the two to float round-off of each other. Blur and
 noise + clamp are compiled here too (``blur``, ``noise_and_clamp``, the same arithmetic as
-``render._post``); JPEG is the same torch function in both engines.
+``render._post``), and ``render_scene`` runs them on each image right after drawing it, while
+it is in the core's cache; JPEG is the same torch function in both engines, applied
+afterwards to the images that have it (then their noise).
 
 Images run in parallel on ``torch.get_num_threads()`` Python threads (the kernel releases the
 GIL), not on numba's own thread pool, so that it follows ``torch.set_num_threads`` and is safe
