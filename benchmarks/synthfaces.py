@@ -5,16 +5,25 @@ images back from the on-disk cache through FaceDataset + DataLoader. As a refere
 in the same run it also prints the time of one elementwise pass (``x + 1``) over the same
 image batch (into a preallocated output), so the renderer's cost reads as "equivalent
 elementwise passes" on any machine.
-Target (issue 5): >= 1,000 aligned 112×112 images/s on 2 CPU cores. Render version 6
-(2026-12-03) renders through the compiled per-pixel kernel (:mod:`arclab.data.render_kernel`,
-numba) whenever no gradient is needed and reaches the target only on a quiet host: today's
-runs (best of 3 each) gave 856, 996 and 1,163 images/s, with the torch engine at 468-602 in
-the same runs (the kernel 1.8-1.9× faster). Not met with margin. The torch engine (the
-differentiable one, 110-odd elementwise passes per image) is timed on the same items as a
-reference in the same run (``--torch-n``, 0 to skip), so the kernel's speed-up reads off one
-run however loaded the machine is. What is left (profile of the kernel engine, 2 threads, per
-512 images): scene kernel 0.19-0.21 s, JPEG (torch) 0.065 s, blur 0.05 s, nuisance draws
-(a numpy generator per image) 0.036 s, noise 0.035 s, background 0.023 s.
+Target (issue 5): >= 1,000 aligned 112×112 images/s on 2 CPU cores. Met: render version 6
+renders through the compiled per-pixel kernel (:mod:`arclab.data.render_kernel`, numba)
+whenever no gradient is needed. Runs of this script on 2026-12-03 (best of 3 each, a shared
+2-core machine whose load drifts):
+
+- before the post-processing rework (commit f150e95): 856, 996, 1,163 (session 12), 1,186,
+  1,286, 1,323 images/s;
+- after it (blur and noise inside the kernel's threads, JPEG in small groups, nuisance draws'
+  arithmetic on whole columns): 1,239, 1,269, 1,325, 1,468, and with JPEG in groups 1,321,
+  1,746 images/s; the torch engine gave 481-680 in the same runs (the kernel 1.9-3.6×
+  faster).
+
+The torch engine (the differentiable one, 110-odd elementwise passes per image) is timed on
+the same items as a reference in the same run (``--torch-n``, 0 to skip), so the kernel's
+speed-up reads off one run however loaded the machine is; ``render_ab.py`` pairs two
+revisions of the renderer batch by batch (the rework: time ratio 0.787 against f150e95).
+Where the time goes now (kernel engine, 2 threads, per 512 images, before the JPEG grouping):
+scene + blur + noise 0.21 s, JPEG (torch, 30 % of images) 0.08 s, nuisance draws (a numpy
+generator per image) 0.027 s, background 0.019 s, face boxes 0.017 s.
 
 How version 6 got there (2-core development machine, best of 3, host load varies):
 
@@ -26,7 +35,10 @@ How version 6 got there (2-core development machine, best of 3, host load varies
   took the per-image parameter array inside the pixel loop cost a reference count update per
   call; with every per-image value unpacked into locals, 57-65 ns per pixel on one thread.
 - compiled blur (inner loops over 1-D rows, which LLVM vectorises) and noise + clamp in one
-  pass; JPEG stays the torch function. Post then costs about as much as the scene.
+  pass; JPEG stays the torch function. Post then cost about as much as the scene. Run image
+  by image right after the scene, in the thread that drew it (the image still in cache):
+  render time ratio 0.89 against separate passes per chunk, 0.79 with JPEG in groups of
+  about 10 images (``render_ab.py --base f150e95``).
 - skipping the background and hair where the head covers a pixel fully (lerp to the face at
   weight 1 is the face exactly).
 - paired A/B against version 5 (``render_ab.py``): time ratio 0.458 (quartiles 0.43-0.53).
