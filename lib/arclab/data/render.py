@@ -336,7 +336,7 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
             frame instead of a window around each: the same pixels, bit for bit, only
             slower; for tests of the windows (torch engine).
         engine: ``"torch"`` (batched tensor ops, differentiable), ``"kernel"`` (the compiled
-            per-pixel kernel of :mod:`arclab.data.render_kernel`, about 2× faster end to
+            per-pixel kernel of :mod:`arclab.data.render_kernel`, 2-3× faster end to
             end, no gradients) or ``"auto"``: the kernel unless a gradient is needed (grad
             mode on and a parameter that requires grad) or ``dense`` is set. The two agree to
             float round-off (JPEG's rounding can turn it into a grey level, rarely).

@@ -1,6 +1,6 @@
 """The SynthFaces scene as one compiled per-pixel kernel (numba): the same picture as the torch
 renderer in :mod:`arclab.data.render`, pixel by pixel in float64 instead of ~110 float32
-passes over whole images: about 3× faster for the scene, 2× for a whole render with blur,
+passes over whole images: about 3× faster for the scene, 2-3× for a whole render with blur,
 JPEG and noise (``benchmarks/synthfaces.py``), and not differentiable.
 
 ``render`` uses it whenever no gradient is needed (``engine="auto"``). The per-image
