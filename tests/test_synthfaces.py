@@ -212,7 +212,8 @@ def test_post_skips_only_the_blur_that_float32_cannot_show():
     assert (one_eighth - img[1]).abs().max() < 1e-6
     quarter = renderer._gaussian_blur(img[2:3], torch.tensor([0.25]), 1)[0]
     assert torch.equal(out[2], quarter) and (quarter - img[2]).abs().max() > 3e-4
-    compiled = renderer._post_kernel(img.clone(), nuis, 1.0)
+    compiled = img.clone()  # the kernel engine's blur (no noise or JPEG here), in place
+    render_kernel.blur(compiled, *renderer._blur_levels(nuis, 1.0))
     assert torch.equal(compiled[:2], img[:2]) and (compiled[2] - quarter).abs().max() < 1e-6
 
 

@@ -240,21 +240,6 @@ def _jpeg_then_noise(img: Tensor, nuis: dict[str, Tensor], plan: dict[str, Tenso
         render_kernel.noise_and_clamp(img, plan["bank"], plan["offsets"], plan["sigma"], sel)
 
 
-def _post_kernel(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
-    """``_post`` for the kernel engine on a contiguous batch, in place: the same blur, JPEG
-    and noise, with blur and noise + clamp as compiled loops (round-off apart, the same
-    arithmetic) and JPEG the same torch function. (``render`` does the blur and the noise of
-    the images without JPEG inside ``render_scene``, image by image.)"""
-    from arclab.data import render_kernel
-
-    plan = _post_plan(nuis, scale, img[0].numel())
-    render_kernel.blur(img, *_blur_levels(nuis, scale))
-    render_kernel.noise_and_clamp(img, plan["bank"], plan["offsets"], plan["sigma"],
-                                  plan["noise_now"].nonzero().squeeze(1))
-    _jpeg_then_noise(img, nuis, plan, len(img))
-    return img
-
-
 def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
     """Blur (Gaussian, sigma in px at 112 × ``scale``, rounded to 1/8 px), JPEG compression at
     ``jpeg_quality`` where ``jpeg`` is 1, and additive Gaussian noise of std ``noise``, each

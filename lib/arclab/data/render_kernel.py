@@ -328,9 +328,7 @@ def _scene_post_kernel(scene, flat, finish, start, stop):
     tmp = np.empty((img.shape[2], w), np.float32)
     for b in range(start, stop):
         _scene_kernel(*scene, b, b + 1)
-        if radius[b] > 0:
-            for ch in range(img.shape[1]):
-                _blur_plane(img[b, ch], weights[b], radius[b], row, tmp)
+        _blur_image(img[b], weights[b], radius[b], row, tmp)
         if noise_now[b]:
             _noise_image(flat[b], bank, offsets[b], sigma[b])
 
@@ -381,17 +379,23 @@ def _blur_plane(x, k, r, row, tmp):
                 out[i] += (up[i] + down[i]) * kt
 
 
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _blur_image(x, k, r, row, tmp):
+    """``_blur_plane`` on every plane of one image ``x`` (C, H, W); reach ``r`` 0: unchanged."""
+    if r > 0:
+        for ch in range(x.shape[0]):
+            _blur_plane(x[ch], k, r, row, tmp)
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def _blur_kernel(img, weights, radius, start, stop):
     """``_blur_plane`` over every plane of images start..stop-1 of ``img`` (B, C, H, W);
     image b's taps are ``weights[b, :radius[b] + 1]``, radius 0 leaves it as it is."""
-    _, nc, h, w = img.shape
+    h, w = img.shape[2:]
     row = np.empty(w + 2 * (weights.shape[1] - 1), np.float32)
     tmp = np.empty((h, w), np.float32)
     for b in range(start, stop):
-        if radius[b] > 0:
-            for ch in range(nc):
-                _blur_plane(img[b, ch], weights[b], radius[b], row, tmp)
+        _blur_image(img[b], weights[b], radius[b], row, tmp)
 
 
 def blur_weights(sigma: Tensor, radius: Tensor) -> Tensor:
