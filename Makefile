@@ -26,13 +26,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 build/$(PROFILE)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml $(LIB) | $(VENV)/.installed
-	$(PY) -m arclab.runner run --profile $(PROFILE) $*
+	$(PY) -m arclab.book.runner run --profile $(PROFILE) $*
 
 notebooks: $(EXECUTED)
 
 $(BOOK_STAMP): $(EXECUTED) $(BOOK_SRC) | $(VENV)/.installed
 	rm -f book/_build/.built-*
-	$(PY) -m arclab.runner book --profile $(PROFILE)
+	$(PY) -m arclab.book.runner book --profile $(PROFILE)
 	touch $@
 
 book: $(BOOK_STAMP)

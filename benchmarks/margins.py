@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import arclab
-from arclab.margins import margin_logits
+from arclab.losses.margins import margin_logits
 
 
 def step(cosine: torch.Tensor, labels: torch.Tensor, s: float, with_margin: bool) -> None:

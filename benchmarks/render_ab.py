@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from arclab.align import template, umeyama
-from arclab.data import protocols, synth
+from arclab.data import splits, synth
+from arclab.data.align import template, umeyama
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="images per batch")
     parser.add_argument("--size", type=int, default=112)
     args = parser.parse_args()
-    source = subprocess.run(["git", "show", f"{args.base}:lib/arclab/data/render.py"],
+    source = subprocess.run(["git", "show", f"{args.base}:lib/arclab/data/render/"],
                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "render_base.py"
@@ -53,7 +53,7 @@ def main() -> None:
         base = _load(path, "arclab.data._render_base")
     here = _load(ROOT / "lib" / "arclab" / "data" / "render.py", "arclab.data._render_here")
     cfg = SynthConfig()
-    items = protocols.training_set(cfg, max(1, args.n // 8), 8)["items"]
+    items = splits.training_set(cfg, max(1, args.n // 8), 8)["items"]
     ids, idx = items["identity"][:args.n], items["index"][:args.n]
     ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, idx)
     plane = synth._plane_landmarks(ident, nuis).double()

@@ -6,7 +6,7 @@ in the same run it also prints the time of one elementwise pass (``x + 1``) over
 image batch (into a preallocated output), so the renderer's cost reads as "equivalent
 elementwise passes" on any machine.
 Target (issue 5): >= 1,000 aligned 112×112 images/s on 2 CPU cores. Met: render version 6
-renders through the compiled per-pixel kernel (:mod:`arclab.data.render_kernel`, numba)
+renders through the compiled per-pixel kernel (:mod:`arclab.data.render.kernel`, numba)
 whenever no gradient is needed. Runs of this script on 2026-12-03 (best of 3 each, a shared
 2-core machine whose load drifts):
 
@@ -72,7 +72,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from arclab.data import cache, protocols
+from arclab.data import cache, splits
 from arclab.data.params import SynthConfig
 from arclab.data.synth import render_faces
 
@@ -109,7 +109,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = SynthConfig()
-    items = protocols.training_set(cfg, args.n // 8, 8)["items"]
+    items = splits.training_set(cfg, args.n // 8, 8)["items"]
     render_s, faults = _best_render_seconds(cfg, items, args.size, args.batch, args.repeats)
     faults /= max(1, args.repeats) * args.n
     x = torch.rand(args.batch, 3, args.size, args.size)

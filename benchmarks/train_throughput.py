@@ -27,8 +27,8 @@ import torch
 
 import arclab
 from arclab.data.cache import FaceDataset
-from arclab.heads import make_head
-from arclab.margins import MarginLoss
+from arclab.losses.heads import make_head
+from arclab.losses.margins import MarginLoss
 from arclab.models import get_model
 from arclab.train import TrainConfig, train
 

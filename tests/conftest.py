@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from arclab import runner
-from arclab.notebook import repo_root
+from arclab.book import runner
+from arclab.book.notebook import repo_root
 
 ROOT = repo_root()
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from arclab import align
+from arclab.data import align
 
 
 def random_similarity(gen, batch):

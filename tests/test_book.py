@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from arclab.notebook import repo_root
-from arclab.runner import build_book, notebook_paths
+from arclab.book.notebook import repo_root
+from arclab.book.runner import build_book, notebook_paths
 
 ROOT = repo_root()
 

@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 import torch
 
-from arclab import widgets
-from arclab.margin_geometry import angular_margin_deg, decision_boundary_deg
-from arclab.margins import PRESETS, target_logit
-from arclab.notebook import repo_root
-from arclab.runner import build_book, notebook_paths
+from arclab.book import widgets
+from arclab.book.notebook import repo_root
+from arclab.book.runner import build_book, notebook_paths
+from arclab.losses.geometry import angular_margin_deg, decision_boundary_deg
+from arclab.losses.margins import PRESETS, target_logit
 
 ROOT = repo_root()
 SCREENSHOTS = ROOT / "build" / "screenshots"
@@ -463,7 +463,7 @@ def test_every_page_renders_offline(site):
                 got = nbformat.reads(fetch(url).decode(), 4)
                 outputs = sum(len(c.get("outputs", [])) for c in got.cells)
                 assert (outputs == 0) == ("/_downloads/" in url), f"{url}: outputs {outputs}"
-            assert f"python -m arclab.runner run --profile book {stem}" in state["note"]
+            assert f"python -m arclab.book.runner run --profile book {stem}" in state["note"]
             assert "make lab" in state["note"] and "smoke profile" in state["note"]
         problems = page_problems(tab, base, state, nb)
         if problems:

@@ -239,8 +239,8 @@ def test_port_layout_counts_dcn_start_and_weight_loading(tmp_path):
 
 def test_detector_training_resumes_onto_the_same_curve_and_refuses_other_configs(tmp_path):
     from arclab.data.params import SynthConfig
-    from arclab.detection.data import scene_set
-    from arclab.detection.train import DetectorConfig, evaluate_detector, train_detector
+    from arclab.detection.dataset import scene_set
+    from arclab.detection.fit import DetectorConfig, evaluate_detector, train_detector
 
     data = scene_set(SynthConfig(seed=1), 6, size=64, face_px=(10.0, 40.0),
                      directory=tmp_path / "scenes", progress=False)

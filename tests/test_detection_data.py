@@ -9,7 +9,7 @@ import torch
 
 from arclab.data.params import SynthConfig
 from arclab.data.scenes import render_scene
-from arclab.detection.data import flip_targets, scene_set, scene_targets
+from arclab.detection.dataset import flip_targets, scene_set, scene_targets
 
 
 def test_scene_set_is_the_clipped_scenes_and_reads_back_from_cache(tmp_path):

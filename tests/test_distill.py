@@ -1,5 +1,5 @@
-"""Knowledge distillation (arclab.distill, train(teacher=...), the spec's distill section) and
-the challenge's track rules (check_track / track_margins) at each limit's edge."""
+"""Knowledge distillation (arclab.losses.distill, train(teacher=...), the spec's distill section)
+and the challenge's track rules (check_track / track_margins) at each limit's edge."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from arclab.distill import feature_distillation_loss
-from arclab.heads import make_head
-from arclab.margins import MarginLoss
+from arclab.losses.distill import feature_distillation_loss
+from arclab.losses.heads import make_head
+from arclab.losses.margins import MarginLoss
 from arclab.models import TRACK_LIMITS, check_track, count_flops, get_model, track_margins
 from arclab.train import learning_rate, step_batch, train
 from arclab.train.spec import build_dataset, load_spec, run_dir, run_spec

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from arclab.embedding_stats import angle_statistics
+from arclab.evaluation.angles import angle_statistics
 
 
 def _angle(a, b) -> float:

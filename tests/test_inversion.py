@@ -1,4 +1,5 @@
-"""arclab.inversion: the BN-statistics loss against its formula, inversion on a tiny model."""
+"""arclab.experiments.inversion: the BN-statistics loss against its formula, inversion on a tiny
+model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from arclab.inversion import bn_statistics_loss, deepinversion_bn_sum, invert, total_variation
+from arclab.experiments.inversion import (
+    bn_statistics_loss,
+    deepinversion_bn_sum,
+    invert,
+    total_variation,
+)
 
 
 def _tiny(seed: int = 0) -> nn.Module:
@@ -143,7 +149,7 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_uint8_round_trip_and_image_statistics_by_hand():
     import numpy as np
 
-    from arclab.inversion import image_statistics, to_uint8
+    from arclab.experiments.inversion import image_statistics, to_uint8
 
     x = torch.rand(2, 3, 5, 4) * 2 - 1
     u = to_uint8(x)

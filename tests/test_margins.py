@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from arclab import margin_variants, margins
-from arclab.margins import PRESETS, MarginLoss, margin_logits, target_logit
+from arclab.losses import margins, variants
+from arclab.losses.margins import PRESETS, MarginLoss, margin_logits, target_logit
 
 NORMALISED = {k: v for k, v in PRESETS.items() if v.normalised}
 
@@ -200,31 +200,31 @@ def test_margin_loss_presets_and_softmax():
 def test_sphereface_psi_is_monotonic_and_matches_cos_m_theta_on_first_piece():
     theta = torch.linspace(0, math.pi, 10001, dtype=torch.float64)
     for m in (1, 2, 3, 4):
-        psi = margin_variants.sphereface_psi(theta, m)
+        psi = variants.sphereface_psi(theta, m)
         assert (psi.diff() <= 1e-12).all()
         assert psi[-1].item() == pytest.approx(-(2 * m - 1))
         first = theta <= math.pi / m
         torch.testing.assert_close(psi[first], torch.cos(m * theta[first]))
-    assert margin_variants.sphereface_psi(torch.tensor([0.0]), 1).item() == 1.0
+    assert variants.sphereface_psi(torch.tensor([0.0]), 1).item() == 1.0
     with pytest.raises(ValueError, match="m must be an integer"):
-        margin_variants.sphereface_psi(theta, 1.35)
+        variants.sphereface_psi(theta, 1.35)
 
 
 def test_sphereface_lambda_and_annealed_logit():
-    assert margin_variants.sphereface_lambda(0) == 1000.0
-    assert margin_variants.sphereface_lambda(100) == pytest.approx(1000 / 13)
-    assert margin_variants.sphereface_lambda(10**7) == 5.0
+    assert variants.sphereface_lambda(0) == 1000.0
+    assert variants.sphereface_lambda(100) == pytest.approx(1000 / 13)
+    assert variants.sphereface_lambda(10**7) == 5.0
     cos = torch.tensor([0.3], dtype=torch.float64)
-    psi = margin_variants.sphereface_psi(torch.acos(cos), 4)
-    got = margin_variants.sphereface_target_logit(cos, m=4, lam=5.0)
+    psi = variants.sphereface_psi(torch.acos(cos), 4)
+    got = variants.sphereface_target_logit(cos, m=4, lam=5.0)
     torch.testing.assert_close(got, (5.0 * cos + psi) / 6.0)
     with pytest.raises(ValueError, match="iteration"):
-        margin_variants.sphereface_lambda(-1)
+        variants.sphereface_lambda(-1)
 
 
 def test_li_arcface_is_linear_in_theta():
     cos, labels = random_problem(n=16, c=4, seed=6)
-    out = margin_variants.li_arcface_logits(cos, labels, s=10.0, m=0.45)
+    out = variants.li_arcface_logits(cos, labels, s=10.0, m=0.45)
     theta = torch.acos(cos)
     expected = 10.0 * (math.pi - 2 * theta) / math.pi
     rows = (labels >= 0).nonzero().squeeze(1)
@@ -233,7 +233,7 @@ def test_li_arcface_is_linear_in_theta():
 
 
 def test_angular_margin_closed_forms():
-    from arclab.margin_geometry import angular_margin_deg, target_gradient
+    from arclab.losses.geometry import angular_margin_deg, target_gradient
 
     theta = torch.linspace(5, 140, 28, dtype=torch.float64)
     arc = angular_margin_deg(theta, m2=0.5)

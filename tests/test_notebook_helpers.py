@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import arclab
-from arclab import notebook
-from arclab.notebook import load_params, load_results, save_results, summary_table
+from arclab.book import notebook
+from arclab.book.notebook import load_params, load_results, save_results, summary_table
 
 
 def test_save_results_round_trip_converts_numpy_and_torch(results_dir):
@@ -60,7 +60,7 @@ def test_profile_taken_from_environment(results_dir, monkeypatch):
 
 
 def test_load_results_missing_says_how_to_make_it(results_dir):
-    with pytest.raises(FileNotFoundError, match="arclab.runner run --profile smoke 07_demo"):
+    with pytest.raises(FileNotFoundError, match="arclab.book.runner run --profile smoke 07_demo"):
         load_results("07_demo", "smoke")
 
 

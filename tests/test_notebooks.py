@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from arclab import toy
-from arclab.notebook import repo_root
-from arclab.runner import notebook_paths
+from arclab.book.notebook import repo_root
+from arclab.book.runner import notebook_paths
+from arclab.experiments import toy
 
 ROOT = repo_root()
 
@@ -92,7 +92,7 @@ def test_02_margin_zoo_numbers_are_the_closed_forms(smoke_run):
 
 
 def test_03_synthfaces_protocols_and_baseline(smoke_run):
-    from arclab.data import protocols
+    from arclab.data import splits
     from arclab.data.params import SynthConfig
 
     res = results(smoke_run, "03_synthfaces")
@@ -105,8 +105,8 @@ def test_03_synthfaces_protocols_and_baseline(smoke_run):
     m = p["n_eval_ids"] * 5
     assert counts["all_pairs"]["pairs"] == m * (m - 1) // 2
     n_train = p["n_train_ids"] * p["n_train_per_id"]
-    expected = protocols.inject_label_noise(
-        protocols.training_set(SynthConfig(seed=p["seed"]), p["n_train_ids"],
+    expected = splits.inject_label_noise(
+        splits.training_set(SynthConfig(seed=p["seed"]), p["n_train_ids"],
                                p["n_train_per_id"])["label"],
         closed_rate=0.1, open_rate=0.2, seed=p["seed"])["noise"]
     assert list(res["label_noise_counts"].values()) == np.bincount(expected,
@@ -152,7 +152,7 @@ def test_04_costs_and_the_training_run_match_an_independent_rerun(smoke_run, tmp
 
 
 def test_08_pair_arithmetic_exactness_and_video_counts(smoke_run):
-    from arclab.data import protocols
+    from arclab.data import splits
     from arclab.data.params import SynthConfig
 
     res = results(smoke_run, "08_trillion_pairs")
@@ -171,7 +171,7 @@ def test_08_pair_arithmetic_exactness_and_video_counts(smoke_run):
     for g in res["growth"]:  # nested subsets of whole identities
         m, k = g["images"], g["images"] // p["n_images"]
         assert g["n_neg"] == m * (m - 1) // 2 - k * p["n_images"] * (p["n_images"] - 1) // 2
-    vt = protocols.video_tracks(SynthConfig(seed=p["seed"]), p["n_tracks"], p["n_frames"],
+    vt = splits.video_tracks(SynthConfig(seed=p["seed"]), p["n_tracks"], p["n_frames"],
                                 n_identities=max(2, p["n_tracks"] // 4))
     who = vt["items"]["identity"][::p["n_frames"]]
     n_pos = int((who[:, None] == who[None, :]).sum() - len(who)) // 2
@@ -183,7 +183,8 @@ def test_08_pair_arithmetic_exactness_and_video_counts(smoke_run):
 def test_05_ablation_tables_follow_from_the_runs_and_a_run_reproduces(smoke_run, tmp_path):
     import itertools
 
-    from arclab import ablation, reference
+    from arclab import reference
+    from arclab.experiments import ablations
     from arclab.train import train
     from arclab.train.spec import build_dataset, tutorial_spec
 
@@ -211,7 +212,7 @@ def test_05_ablation_tables_follow_from_the_runs_and_a_run_reproduces(smoke_run,
     spec = tutorial_spec(backbone=p["backbone"], input_size=p["input_size"], scale=p["scale"],
                          n_train_ids=p["n_train_ids"], n_per_id=p["n_per_id"],
                          epochs=p["epochs"], batch_size=48, data_seed=p["data_seed"],
-                         seed=seed, **ablation.parse_variant(name))
+                         seed=seed, **ablations.parse_variant(name))
     data, n = build_dataset(spec["data"], p["input_size"], progress=False)
     rerun = train(spec["train"], data, n, tmp_path, progress=False, device="cpu")
     assert rerun["target_angles"] == res["runs"][name][str(seed)]["target_angles"]
@@ -219,8 +220,8 @@ def test_05_ablation_tables_follow_from_the_runs_and_a_run_reproduces(smoke_run,
 
 def test_06_subcenter_table_rows_noise_and_drop_statistics(smoke_run):
     from arclab.data.params import SynthConfig
-    from arclab.data.protocols import noisy_training_set
-    from arclab.subcenter import TABLE_ROWS
+    from arclab.data.splits import noisy_training_set
+    from arclab.losses.subcenter import TABLE_ROWS
 
     res = results(smoke_run, "06_subcenter_arcface")
     p = smoke_params("06_subcenter_arcface", {"closed_rate": 0.1, "open_rate": 0.2,
@@ -328,8 +329,8 @@ def test_07_sharded_fc_memory_measurements_equality_and_throughput(smoke_run):
 def test_10_retinaface_counts_matching_and_a_rerun_of_its_detector(smoke_run, tmp_path,
                                                                    monkeypatch):
     from arclab.data.params import SynthConfig
-    from arclab.detection.data import scene_set
-    from arclab.detection.train import DetectorConfig, train_detector
+    from arclab.detection.dataset import scene_set
+    from arclab.detection.fit import DetectorConfig, train_detector
 
     p = smoke_params("10_retinaface", {"backbone": "mobilenet0.25", "recipe": "paper",
                                        "seed": 0, "data_seed": 0})
@@ -361,8 +362,8 @@ def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, mo
     from dataclasses import replace
 
     from arclab.data.params import SynthConfig
-    from arclab.detection.data import scene_set
-    from arclab.detection.train import ABLATION_ROWS, DetectorConfig, train_detector
+    from arclab.detection.dataset import scene_set
+    from arclab.detection.fit import ABLATION_ROWS, DetectorConfig, train_detector
 
     p = smoke_params("11_retinaface_ablation", {"data_seed": 0, "recipes": ["paper", "port"]})
     res = results(smoke_run, "11_retinaface_ablation")
@@ -389,10 +390,10 @@ def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, mo
 
 def test_12_alignment_rows_and_the_ground_truth_row_recomputed(smoke_run, tmp_path,
                                                                 monkeypatch):
-    from arclab import pipeline
-    from arclab.data import cache, protocols
+    from arclab.data import cache, splits
     from arclab.data.params import SynthConfig
     from arclab.evaluation import tpr_at_fpr
+    from arclab.experiments import pipeline
     from arclab.models import embed_images
     from arclab.train.spec import run_spec, tutorial_spec
 
@@ -406,7 +407,7 @@ def test_12_alignment_rows_and_the_ground_truth_row_recomputed(smoke_run, tmp_pa
         assert all(0 <= v <= 1 for v in scores.values())
     monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path))
     cfg = SynthConfig(seed=p["data_seed"])
-    aset = protocols.all_pairs_set(cfg, p["n_test_ids"], 10)
+    aset = splits.all_pairs_set(cfg, p["n_test_ids"], 10)
     raw = cache.cached_render(cfg, aset["items"], size=p["image_size"], aligned=False,
                               progress=False)
     crops = pipeline.face_crops(raw["images"], "ground_truth", size=p["input_size"],
@@ -459,7 +460,7 @@ def test_09_challenge_rules_tables_submission_and_distillation(smoke_run):
 
 
 def test_13_inversion_rows_and_the_real_image_statistics_recomputed(smoke_run):
-    from arclab.data import protocols
+    from arclab.data import splits
     from arclab.data.cache import render_items
     from arclab.data.params import SynthConfig
 
@@ -477,7 +478,7 @@ def test_13_inversion_rows_and_the_real_image_statistics_recomputed(smoke_run):
         assert 0 <= row["mean"] <= 255 and 0 <= row["saturated"] <= 1
     # the real-photo statistics, recomputed from a fresh render with plain numpy
     cfg = SynthConfig(seed=p["seed"])
-    aset = protocols.all_pairs_set(cfg, 2 * p["judge"]["n_train_ids"], 10)
+    aset = splits.all_pairs_set(cfg, 2 * p["judge"]["n_train_ids"], 10)
     items = {k: (v[:500] if k != "overrides" else {kk: vv[:500] for kk, vv in v.items()})
              for k, v in aset["items"].items()}
     images = render_items(cfg, items, size=p["input_size"], progress=False)["images"]

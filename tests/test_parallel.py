@@ -13,8 +13,8 @@ import time
 import pytest
 import torch
 
-from arclab.heads import NormLinear, SubCenterNormLinear
-from arclab.margins import PRESETS, MarginLoss
+from arclab.losses.heads import NormLinear, SubCenterNormLinear
+from arclab.losses.margins import PRESETS, MarginLoss
 from arclab.parallel import (
     RowSGD,
     ShardedMarginFC,

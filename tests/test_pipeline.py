@@ -8,16 +8,15 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from arclab.align import template, umeyama
+from arclab.data.align import template, umeyama
 from arclab.data.params import SynthConfig
 from arclab.data.synth import render_faces
 from arclab.detection.coding import encode_boxes, encode_landmarks
-from arclab.detection.data import scene_set
+from arclab.detection.dataset import scene_set
 from arclab.detection.matching import point_form
 from arclab.detection.postprocess import detect
 from arclab.detection.priors import priors
-from arclab.models import embed_images
-from arclab.pipeline import (
+from arclab.experiments.pipeline import (
     best_detections,
     box_crops,
     box_landmarks,
@@ -25,6 +24,7 @@ from arclab.pipeline import (
     face_crops,
     fit_box_layout,
 )
+from arclab.models import embed_images
 
 
 class _Oracle(nn.Module):
@@ -138,7 +138,7 @@ def test_pair_indices_folds_are_balanced_so_10_fold_accuracy_matches_the_best_th
     from arclab.evaluation import verification_accuracy_10fold
 
     ids = np.repeat(np.arange(60), 10)
-    from arclab.pipeline import pair_indices
+    from arclab.experiments.pipeline import pair_indices
 
     left, right, same = pair_indices(ids, 1000, seed=3)
     assert (same == (ids[left] == ids[right])).all() and (left < right).all()

@@ -11,8 +11,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from arclab import plotting, toy, widgets  # noqa: E402
-from arclab.margins import PRESETS, target_logit  # noqa: E402
+from arclab.book import plotting, widgets
+from arclab.experiments import toy  # noqa: E402
+from arclab.losses.margins import PRESETS, target_logit  # noqa: E402
 
 NORMALISED = {k: m for k, m in PRESETS.items() if m.normalised}
 
@@ -84,7 +85,7 @@ def test_face_panels_call_the_pipeline_with_the_chosen_or_uploaded_images():
     import numpy as np
     from PIL import Image
 
-    from arclab import widgets
+    from arclab.book import widgets
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)

@@ -15,7 +15,13 @@ from arclab.detection.coding import encode_boxes, encode_landmarks
 from arclab.detection.matching import point_form
 from arclab.detection.model import BGR_MEAN
 from arclab.detection.priors import priors
-from arclab.pipeline import compare, enroll, search, search_video, verification_threshold
+from arclab.experiments.pipeline import (
+    compare,
+    enroll,
+    search,
+    search_video,
+    verification_threshold,
+)
 
 SIZE = 96
 
@@ -88,7 +94,7 @@ def test_search_ranks_the_true_identity_first_far_above_chance(world):
 
 
 def test_compare_applies_the_threshold_chosen_at_a_stated_fpr(world):
-    from arclab.pipeline import detect_align_embed
+    from arclab.experiments.pipeline import detect_align_embed
 
     feats = detect_align_embed(world["det"], world["model"], world["images"], size=24)
     chosen = verification_threshold(feats["features"], world["ids"], 0.05)
@@ -118,7 +124,7 @@ def test_search_video_aggregates_the_frames_that_hold_a_face(world):
     person = 4
     frames = world["images"][(world["ids"] == person) & ~enrolled]
     with_blank = np.concatenate([frames, np.full_like(frames[:1], 90)])
-    from arclab.pipeline import detect_align_embed
+    from arclab.experiments.pipeline import detect_align_embed
 
     raw = detect_align_embed(world["det"], world["model"], frames, size=24)["features"].double()
     norms = raw.norm(dim=1, keepdim=True)

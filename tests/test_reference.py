@@ -7,7 +7,7 @@ import re
 import pytest
 
 from arclab import reference
-from arclab.notebook import repo_root
+from arclab.book.notebook import repo_root
 
 SEEDS = repo_root().parent / "shared" / "seeds"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from arclab import runner
+from arclab.book import runner
 
 
 def write_notebook(path: Path, *cells: str) -> Path:
@@ -22,7 +22,7 @@ def write_notebook(path: Path, *cells: str) -> Path:
     return path
 
 
-SAVE = ("from arclab.notebook import save_results\n"
+SAVE = ("from arclab.book.notebook import save_results\n"
         "save_results('{name}', {{'x': x}}, profile=profile)")
 
 

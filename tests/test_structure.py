@@ -9,8 +9,8 @@ import nbformat
 import pytest
 import yaml
 
-from arclab.notebook import NAME_PATTERN, repo_root
-from arclab.runner import notebook_paths
+from arclab.book.notebook import NAME_PATTERN, repo_root
+from arclab.book.runner import notebook_paths
 
 ROOT = repo_root()
 NOTEBOOKS = notebook_paths(ROOT / "notebooks")

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from arclab.data.params import SynthConfig
-from arclab.data.protocols import OUTLIER_OFFSET, noisy_training_set
-from arclab.heads import NormLinear, SubCenterNormLinear, make_head
-from arclab.margins import PRESETS, MarginLoss
-from arclab.subcenter import dominant_subcenters, drop_noisy, drop_quality, threshold_sweep
+from arclab.data.splits import OUTLIER_OFFSET, noisy_training_set
+from arclab.losses.heads import NormLinear, SubCenterNormLinear, make_head
+from arclab.losses.margins import PRESETS, MarginLoss
+from arclab.losses.subcenter import dominant_subcenters, drop_noisy, drop_quality, threshold_sweep
 from arclab.train.config import TrainConfig, weights_key
 from arclab.train.spec import build_dataset, load_spec, tutorial_spec
 

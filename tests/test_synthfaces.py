@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from arclab.align import template, umeyama
-from arclab.data import cache, protocols, render_kernel
+from arclab.data import cache, splits
 from arclab.data import render as renderer
+from arclab.data.align import template, umeyama
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
-from arclab.data.render import render
+from arclab.data.render import kernel, render
 from arclab.data.synth import _plane_landmarks, render_faces
 
 CLEAN = SynthConfig(background=False, occlusion_rate=0.0, blur_px=0.0, noise=0.0,
@@ -66,8 +66,8 @@ def test_blurred_pixels_do_not_depend_on_the_reach_of_the_others_in_the_batch():
         checked += 1
     assert checked >= 4
     sigma = torch.tensor([1.5, 2.6])  # and the taps themselves: reach 5 beside reach 8
-    both = render_kernel.blur_weights(sigma, torch.tensor([5, 8]))
-    alone = render_kernel.blur_weights(sigma[:1], torch.tensor([5]))
+    both = kernel.blur_weights(sigma, torch.tensor([5, 8]))
+    alone = kernel.blur_weights(sigma[:1], torch.tensor([5]))
     assert torch.equal(both[0, :6], alone[0]) and not both[0, 6:].any()
 
 
@@ -189,11 +189,11 @@ def test_blur_is_a_gaussian_with_replicated_edges():
         got = renderer._gaussian_blur(img, sigma, radius)
         assert (got.double() - want).abs().max() < 1e-6, radius
         compiled = img.clone()  # the kernel engine's blur, in place
-        render_kernel.blur(compiled, sigma, torch.full((4,), radius))
+        kernel.blur(compiled, sigma, torch.full((4,), radius))
         assert (compiled.double() - want).abs().max() < 1e-6, radius
     # per-image reach in one call; reach 0 leaves the image as it is
     mixed = img.clone()
-    render_kernel.blur(mixed, sigma, torch.tensor([0, 2, 1, 4]))
+    kernel.blur(mixed, sigma, torch.tensor([0, 2, 1, 4]))
     assert torch.equal(mixed[0], img[0])
     for i, radius in ((1, 2), (2, 1), (3, 4)):
         one = renderer._gaussian_blur(img[i:i + 1], sigma[i:i + 1], radius)[0]
@@ -213,7 +213,7 @@ def test_post_skips_only_the_blur_that_float32_cannot_show():
     quarter = renderer._gaussian_blur(img[2:3], torch.tensor([0.25]), 1)[0]
     assert torch.equal(out[2], quarter) and (quarter - img[2]).abs().max() > 3e-4
     compiled = img.clone()  # the kernel engine's blur (no noise or JPEG here), in place
-    render_kernel.blur(compiled, *renderer._blur_levels(nuis, 1.0))
+    kernel.blur(compiled, *renderer._blur_levels(nuis, 1.0))
     assert torch.equal(compiled[:2], img[:2]) and (compiled[2] - quarter).abs().max() < 1e-6
 
 
@@ -445,10 +445,10 @@ def test_nuisance_overrides_and_identity_spread():
     (lambda: render_faces(SynthConfig(), [0, 1], [0]), "indices must have the length"),
     (lambda: SynthConfig(noise=-0.1), "noise must be"),
     (lambda: SynthConfig(occlusion_rate=1.5), "occlusion_rate must be in"),
-    (lambda: protocols.training_set(SynthConfig(), 0, 5), "n_identities must be"),
-    (lambda: protocols.training_set(SynthConfig(), 5, -2), "n_per_identity must be"),
-    (lambda: protocols.make_protocol("ijb", SynthConfig()), "protocol must be one of"),
-    (lambda: protocols.inject_label_noise([0, 1], closed_rate=0.7, open_rate=0.5),
+    (lambda: splits.training_set(SynthConfig(), 0, 5), "n_identities must be"),
+    (lambda: splits.training_set(SynthConfig(), 5, -2), "n_per_identity must be"),
+    (lambda: splits.make_protocol("ijb", SynthConfig()), "protocol must be one of"),
+    (lambda: splits.inject_label_noise([0, 1], closed_rate=0.7, open_rate=0.5),
      "closed_rate \\+ open_rate"),
 ])
 def test_bad_input_raises(call, match):
@@ -458,48 +458,48 @@ def test_bad_input_raises(call, match):
 
 def test_protocol_counts_and_disjoint_identities():
     cfg = SynthConfig()
-    lfw = protocols.lfw_pairs(cfg, n_identities=50, pairs_per_fold=40, n_folds=10)
+    lfw = splits.lfw_pairs(cfg, n_identities=50, pairs_per_fold=40, n_folds=10)
     assert len(lfw["issame"]) == 400 and lfw["issame"].sum() == 200
     assert np.bincount(lfw["fold"]).tolist() == [40] * 10
     same = lfw["left"]["identity"] == lfw["right"]["identity"]
     assert np.array_equal(same, lfw["issame"])
-    assert (lfw["left"]["identity"] >= protocols.EVAL_OFFSET).all()
-    cfp = protocols.cfp_fp_pairs(cfg, n_identities=50, n_pairs=100)
+    assert (lfw["left"]["identity"] >= splits.EVAL_OFFSET).all()
+    cfp = splits.cfp_fp_pairs(cfg, n_identities=50, n_pairs=100)
     assert (np.abs(cfp["left"]["overrides"]["yaw"]) <= 5).all()
     assert (np.abs(cfp["right"]["overrides"]["yaw"]) >= 55).all()
-    age = protocols.agedb_pairs(cfg, n_identities=50, n_pairs=100, min_gap=0.5)
+    age = splits.agedb_pairs(cfg, n_identities=50, n_pairs=100, min_gap=0.5)
     gap = np.abs(age["left"]["overrides"]["age"] - age["right"]["overrides"]["age"])
     assert (gap >= 0.5 - 1e-6).all()
     # "fold" is the evaluator's contiguous split (np.array_split), for every protocol
-    odd = protocols.cfp_fp_pairs(cfg, n_identities=50, n_pairs=103)
+    odd = splits.cfp_fp_pairs(cfg, n_identities=50, n_pairs=103)
     for pairs in (lfw, cfp, age, odd):
         blocks = np.array_split(np.arange(len(pairs["issame"])), 10)
         assert [np.flatnonzero(pairs["fold"] == k).tolist() for k in range(10)] == \
             [b.tolist() for b in blocks]
-    allp = protocols.all_pairs_set(cfg, 7, 5)
+    allp = splits.all_pairs_set(cfg, 7, 5)
     ids = allp["items"]["identity"]
     pos = sum(int(a == b) for i, a in enumerate(ids) for b in ids[i + 1:])
     assert allp["n_positive_pairs"] == pos == 70
     assert allp["n_negative_pairs"] == 35 * 34 // 2 - 70
-    video = protocols.video_tracks(cfg, 3, 12)
+    video = splits.video_tracks(cfg, 3, 12)
     yaw = video["items"]["overrides"]["yaw"].reshape(3, 12)
     assert (np.abs(np.diff(yaw, axis=1)) < 6).all()  # smooth pose
 
 
 def test_label_noise_rates_and_masks_are_exact():
     labels = np.repeat(np.arange(20), 10)
-    out = protocols.inject_label_noise(labels, closed_rate=0.15, open_rate=0.05, seed=3)
+    out = splits.inject_label_noise(labels, closed_rate=0.15, open_rate=0.05, seed=3)
     assert (out["noise"] == 1).sum() == 30 and (out["noise"] == 2).sum() == 10
     flipped = out["noise"] == 1
     assert (out["label"][flipped] != labels[flipped]).all()
     assert (out["label"][~flipped] == labels[~flipped]).all()
-    assert (out["identity"][out["noise"] == 2] >= protocols.OUTLIER_OFFSET).all()
+    assert (out["identity"][out["noise"] == 2] >= splits.OUTLIER_OFFSET).all()
     assert (out["identity"][out["noise"] != 2] == labels[out["noise"] != 2]).all()
     assert 0 <= out["label"].min() and out["label"].max() < 20
 
 
 def test_cache_round_trip_and_key(tmp_path):
-    items = protocols.training_set(SynthConfig(), 3, 2)["items"]
+    items = splits.training_set(SynthConfig(), 3, 2)["items"]
     first = cache.cached_render(SynthConfig(), items, size=32, directory=tmp_path,
                                 progress=False)
     again = cache.cached_render(SynthConfig(), items, size=32, directory=tmp_path,
@@ -547,7 +547,7 @@ def test_detection_scene_labels():
 
 
 def test_pixel_pca_recovers_a_planted_subspace():
-    from arclab.data.baseline import fit_pixel_pca, pixel_pca_embed
+    from arclab.evaluation.pixel_baseline import fit_pixel_pca, pixel_pca_embed
 
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.standard_normal((8 * 8 * 3, 3)))[0]  # 3 orthonormal directions

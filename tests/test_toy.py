@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from arclab import toy
+from arclab.experiments import toy
 
 
 def test_blobs_are_deterministic_and_centred_on_their_directions():

@@ -10,7 +10,7 @@ import torch
 
 from arclab.data.cache import FaceDataset, render_items
 from arclab.data.params import SynthConfig
-from arclab.data.protocols import training_set
+from arclab.data.splits import training_set
 from arclab.models import get_model
 from arclab.train import TrainConfig, learning_rate, load_config, train
 
@@ -74,7 +74,7 @@ def test_bad_configs_fail_before_training(tmp_path, tiny):
 
 def test_training_on_tiny_synthfaces_verifies_better_than_its_untrained_start(tmp_path):
     from arclab.data.cache import render_pairs
-    from arclab.data.protocols import lfw_pairs
+    from arclab.data.splits import lfw_pairs
     from arclab.evaluation import verification_accuracy_10fold
     from arclab.models import extract_embeddings
 
@@ -153,7 +153,7 @@ def test_gradient_clipping_bounds_the_first_update(tiny, tmp_path):
     head_delta = run["head"].weight.detach().flatten()
     torch.manual_seed(CFG.seed)
     get_model("r18", embedding_size=16, input_size=16)
-    from arclab.heads import make_head
+    from arclab.losses.heads import make_head
 
     head0 = make_head("arcface", 16, 6).weight.detach().flatten()
     total = torch.cat([delta, head_delta - head0]).norm().item()
@@ -177,7 +177,7 @@ def test_triplet_batches_are_p_identities_by_k_images_and_training_lowers_the_lo
     cfg = TrainConfig(**{**cfg.__dict__, "epochs": 10})
     run = train(cfg, tiny, 6, tmp_path / "t", progress=False, device="cpu")
     assert len(run["losses"]) == 20 and isinstance(run["head"], torch.nn.Identity)
-    from arclab.triplet import batch_hard_triplet_loss
+    from arclab.losses.triplet import batch_hard_triplet_loss
 
     x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 127.5 - 1
                      for im in tiny.images])
@@ -207,7 +207,7 @@ def test_gradient_and_overflow_options_reach_the_margin_loss(tiny, tmp_path):
 
 
 def test_target_angle_log_equals_the_angle_of_the_first_batch(tiny, tmp_path):
-    from arclab.heads import make_head
+    from arclab.losses.heads import make_head
     from arclab.train import step_batch
 
     run = train(CFG, tiny, 6, tmp_path / "a", max_steps=2, progress=False, device="cpu")

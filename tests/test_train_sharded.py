@@ -12,8 +12,8 @@ import yaml
 from test_train_spec import SPEC, _cli
 from torch.utils.data import Dataset
 
-from arclab.heads import make_head
-from arclab.margins import MarginLoss
+from arclab.losses.heads import make_head
+from arclab.losses.margins import MarginLoss
 from arclab.models import get_model
 from arclab.parallel import (
     RowSGD,

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from arclab.heads import make_head
-from arclab.margins import MarginLoss
+from arclab.losses.heads import make_head
+from arclab.losses.margins import MarginLoss
 from arclab.models import get_model
 from arclab.train import TrainConfig, step_batch
 from arclab.train.spec import build_dataset, load_spec, run_dir

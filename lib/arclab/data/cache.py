@@ -37,7 +37,7 @@ RENDER_VERSION = 6
 """Bumped whenever the renderer's pixels change, which invalidates every cache entry.
 
 6 (2026-12-03): images are rendered by a compiled per-pixel kernel (numba,
-:mod:`arclab.data.render_kernel`) wherever no gradient is needed: 2.2× faster
+:mod:`arclab.data.render.kernel`) wherever no gradient is needed: 2.2× faster
 (``benchmarks/render_ab.py``: time ratio 0.458 against version 5, quartiles 0.43–0.53, 12 pairs
 of 256 aligned 112 px images). The picture is the same; the arithmetic is float64 per pixel
 instead of float32 passes, each image gets its own feature windows, blur and noise are

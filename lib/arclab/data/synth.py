@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from arclab.align import template, umeyama
+from arclab.data.align import template, umeyama
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
 from arclab.data.render import landmarks_3d, project, render, rotation
 

@@ -2,7 +2,7 @@
 
 - :mod:`~arclab.evaluation.allpairs`: TPR at FPR over every pair of a feature set, exactly, in
   memory that does not grow with the number of pairs (the lightweight challenge's protocol);
-- :mod:`~arclab.evaluation.protocols`: LFW-style 10-fold accuracy, template/video aggregation
+- :mod:`~arclab.evaluation.verification`: LFW-style 10-fold accuracy, template/video aggregation
   and IJB-style TAR@FAR over a pair list;
 - :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files;
 - :mod:`~arclab.evaluation.challenge`: scoring a submitted file as the organisers do, and
@@ -17,7 +17,11 @@ from arclab.evaluation._tiles import all_pair_scores
 from arclab.evaluation.allpairs import DEFAULT_BINS, roc_curve_allpairs, tpr_at_fpr
 from arclab.evaluation.challenge import ci_above, score_submission, tpr_rows
 from arclab.evaluation.fileformat import read_features, write_features
-from arclab.evaluation.protocols import tar_at_far, template_features, verification_accuracy_10fold
+from arclab.evaluation.verification import (
+    tar_at_far,
+    template_features,
+    verification_accuracy_10fold,
+)
 
 __all__ = [
     "DEFAULT_BINS",

@@ -3,9 +3,10 @@
 Each rank of a :class:`~arclab.parallel.ShardedMarginFC` holds the rows of its classes and,
 in its optimizer, their momentum. :func:`fc_state` sends every shard to rank 0, which gets the
 whole (C·K, D) weight and momentum: exactly the weight of the dense head
-(:class:`~arclab.heads.NormLinear` or :class:`~arclab.heads.SubCenterNormLinear`) with the same
-classes, so a checkpoint written by W ranks loads into the dense head, or into a sharded head
-on any other number of ranks (:func:`load_fc_state` keeps the rows of this rank's classes).
+(:class:`~arclab.losses.heads.NormLinear` or :class:`~arclab.losses.heads.SubCenterNormLinear`)
+with the same classes, so a checkpoint written by W ranks loads into the dense head, or into a
+sharded head on any other number of ranks (:func:`load_fc_state` keeps the rows of this rank's
+classes).
 
 Taught in: notebooks/07_sharded_fc.ipynb
 """

@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from arclab.heads import NormLinear, SubCenterNormLinear
-from arclab.margins import PRESETS, Margin, MarginLoss
+from arclab.losses.heads import NormLinear, SubCenterNormLinear
+from arclab.losses.margins import PRESETS, Margin, MarginLoss
 from arclab.parallel.collectives import all_gather_sizes, gather_rows, world
 from arclab.parallel.layout import _positive_int, fc_memory, init_weight
 from arclab.parallel.optim import RowSGD
@@ -258,9 +258,9 @@ def dense_margin_loss(weight: Tensor, x: Tensor, y: Tensor, *, margin: str | Mar
                       s: float = 64.0, subcenters: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     """Loss, ∂L/∂x and ∂L/∂W of the single-process margin loss with the given dense weight.
 
-    The textbook path: :class:`~arclab.heads.NormLinear` (or
-    :class:`~arclab.heads.SubCenterNormLinear`) holding ``weight``, then
-    :class:`~arclab.margins.MarginLoss`, one softmax over all classes in one process.
+    The textbook path: :class:`~arclab.losses.heads.NormLinear` (or
+    :class:`~arclab.losses.heads.SubCenterNormLinear`) holding ``weight``, then
+    :class:`~arclab.losses.margins.MarginLoss`, one softmax over all classes in one process.
 
     Shapes: weight (C·K, D), x (N, D), y (N,) int64 in [0, C) -> (scalar, (N, D), (C·K, D)).
 

@@ -9,8 +9,8 @@ Forward, with N = Σ_r n_r the global batch:
 1. all-gather the normalised embeddings x (n_r, D) -> (N, D) and the labels (n_r,) -> (N,);
    batch sizes may differ between ranks (sizes are gathered first, rows padded and trimmed);
 2. local cosines x·W_j/‖W_j‖ (N, C_r·K) -> max over the K sub-centers -> (N, C_r), as in
-   :class:`arclab.heads.SubCenterNormLinear` but without a normalised copy of W; the margin
-   is applied by :func:`arclab.margins.margin_logits` on the rank that owns the label (local
+   :class:`arclab.losses.heads.SubCenterNormLinear` but without a normalised copy of W; the margin
+   is applied by :func:`arclab.losses.margins.margin_logits` on the rank that owns the label (local
    label y − start_r there, −1 elsewhere), giving local logits z (N, C_r);
 3. the cross-entropy over all C classes comes from three (N,) vectors:
 
@@ -48,7 +48,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arclab.margins import PRESETS, Margin, MarginLoss, margin_logits, target_logit
+from arclab.losses.margins import PRESETS, Margin, MarginLoss, margin_logits, target_logit
 from arclab.parallel.collectives import (
     all_gather_sizes,
     all_reduce_max,
@@ -121,8 +121,8 @@ class ShardedMarginFC(nn.Module):
     labels in [0, C) (n_r may differ between ranks) and returns the scalar loss: the mean
     cross-entropy of the margin logits over the *global* batch, the same on every rank.
     Gradients equal those of the dense ``MarginLoss(...)(head(x), y)`` with a
-    :class:`~arclab.heads.NormLinear` / :class:`~arclab.heads.SubCenterNormLinear` whose
-    weight is the ranks' weights concatenated (see the module docstring for the maths).
+    :class:`~arclab.losses.heads.NormLinear` / :class:`~arclab.losses.heads.SubCenterNormLinear`
+    whose weight is the ranks' weights concatenated (see the module docstring for the maths).
     Every rank of the group must call forward and then backward on the loss together (both
     contain collectives). Embeddings are cast to the weight's dtype; labels are moved to its
     device.
@@ -134,9 +134,9 @@ class ShardedMarginFC(nn.Module):
 
     Args:
         embedding_size: D. num_classes: C (all ranks together, ≥ world size).
-        margin: a name of :data:`arclab.margins.PRESETS` (not ``"softmax"``) or a
-            :class:`~arclab.margins.Margin`. s, gradient, overflow: as in
-            :func:`arclab.margins.margin_logits`.
+        margin: a name of :data:`arclab.losses.margins.PRESETS` (not ``"softmax"``) or a
+            :class:`~arclab.losses.margins.Margin`. s, gradient, overflow: as in
+            :func:`arclab.losses.margins.margin_logits`.
         sample_rate: Partial FC rate r in (0, 1]; r < 1 samples classes in training mode only
             and makes W's gradient row-sparse (use :class:`arclab.parallel.RowSGD`).
         subcenters: K sub-centers per class (weight rows ``c·K + k``).

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from arclab.margins import PRESETS
+from arclab.losses.margins import PRESETS
 
 __all__ = ["AMP_MODES", "LOSSES", "TrainConfig", "learning_rate", "load_config", "weights_key"]
 
@@ -36,7 +36,7 @@ class TrainConfig:
     backbone: str = "r18"
     embedding_size: int = 512
     input_size: int = 112
-    margin: str = "arcface"          # a key of arclab.margins.PRESETS, or "triplet"
+    margin: str = "arcface"          # a key of arclab.losses.margins.PRESETS, or "triplet"
     s: float = 64.0
     gradient: str = "exact"          # exact | straight_through (the margin's backward)
     overflow: str = "monotonic"      # monotonic | raw | easy (target logit past pi)

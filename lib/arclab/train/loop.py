@@ -37,13 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from arclab.atomic import atomic_path
-from arclab.distill import feature_distillation_loss, teacher_head_weight
-from arclab.heads import make_head
-from arclab.margins import MarginLoss
+from arclab.losses.distill import feature_distillation_loss, teacher_head_weight
+from arclab.losses.heads import make_head
+from arclab.losses.margins import MarginLoss
+from arclab.losses.triplet import TripletLoss
 from arclab.models import get_model
 from arclab.parallel import RowSGD, ShardedMarginFC, fc_state, load_fc_state
 from arclab.train.config import TrainConfig, learning_rate, weights_key
-from arclab.triplet import TripletLoss
 
 __all__ = ["amp_dtype", "step_batch", "train"]
 
@@ -216,7 +216,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end.
     ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
 
-    ``teacher`` distils a trained model into this one (:mod:`arclab.distill`):
+    ``teacher`` distils a trained model into this one (:mod:`arclab.losses.distill`):
     {"model": the teacher backbone (same input size and embedding size), "weight": λ of the
     feature term added to the loss, "copy_head": whether to start from the teacher's classifier
     ("head": its state dict) and keep it fixed}. The logged loss is the margin loss; the

@@ -17,7 +17,7 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
     validation:             # name: a SynthFaces protocol (lfw, cfp_fp, agedb) with its
       lfw: {n_identities: 100, pairs_per_fold: 60}   # arguments, or {bin: FILE.bin}
       my_lfw: {bin: data/lfw.bin}
-    distill:                # optional: knowledge distillation (arclab.distill)
+    distill:                # optional: knowledge distillation (arclab.losses.distill)
       teacher: {train: ..., data: ...}   # a spec, trained (or reloaded) first
       # checkpoint: runs/big/checkpoint.pt  # or a checkpoint written by arclab.train
       weight: 1.0           # λ of the feature term
@@ -164,10 +164,10 @@ def _check_noise_keep(data: dict) -> None:
 
 def synth_training_set(data: dict) -> dict:
     """The SynthFaces training set a spec's ``data`` names, before ``keep``: the dict of
-    :func:`arclab.data.protocols.noisy_training_set` (no noise when ``label_noise`` is absent).
+    :func:`arclab.data.splits.noisy_training_set` (no noise when ``label_noise`` is absent).
     """
     from arclab.data.params import SynthConfig
-    from arclab.data.protocols import noisy_training_set
+    from arclab.data.splits import noisy_training_set
 
     cfg = SynthConfig(**_synth_keys(data.get("synth")))
     return noisy_training_set(cfg, data["n_identities"], data["n_per_identity"],
@@ -175,7 +175,7 @@ def synth_training_set(data: dict) -> dict:
 
 
 def _check_validation(name: str, entry: dict) -> None:
-    from arclab.data.protocols import PROTOCOLS
+    from arclab.data.splits import PROTOCOLS
 
     if "bin" in entry:
         if set(entry) != {"bin"}:
@@ -271,7 +271,7 @@ def build_validator(validation: dict, data: dict, size: int, *, batch_size: int 
         else:
             from arclab.data.cache import render_pairs
             from arclab.data.params import SynthConfig
-            from arclab.data.protocols import make_protocol
+            from arclab.data.splits import make_protocol
 
             cfg = SynthConfig(**_synth_keys(data.get("synth")))
             pairs = make_protocol(name, cfg, **entry)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from arclab.plotting.style import axes_or_new, class_colours
+from arclab.book.plotting.style import axes_or_new, class_colours
 
 __all__ = ["embedding_projection", "pair_angle_histograms", "training_curves"]
 

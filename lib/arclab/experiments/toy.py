@@ -155,15 +155,16 @@ def fit_embedding(x: Tensor, y: Tensor, *, preset: str, emb_dim: int = 2, s: flo
     """Train ``embedding_mlp`` + the preset's head with its margin loss, full batch, Adam.
 
     Args:
-        preset: a key of ``arclab.margins.PRESETS`` (``softmax`` uses a linear head with bias).
+        preset: a key of ``arclab.losses.margins.PRESETS`` (``softmax`` uses a linear head
+            with bias).
         s: the scale of normalised presets (ignored by ``softmax``).
 
     Returns:
         {"features": (N, emb_dim) embeddings after training, "weight": (C, emb_dim) class
         weights, "losses": one float per step, "model", "head"}.
     """
-    from arclab.heads import make_head
-    from arclab.margins import MarginLoss
+    from arclab.losses.heads import make_head
+    from arclab.losses.margins import MarginLoss
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from arclab.margins import _check_inputs, safe_acos
+from arclab.losses.margins import _check_inputs, safe_acos
 
 __all__ = ["li_arcface_logits", "sphereface_lambda", "sphereface_psi", "sphereface_target_logit"]
 

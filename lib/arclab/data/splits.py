@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from arclab.data.params import SynthConfig
-from arclab.evaluation.protocols import contiguous_folds
+from arclab.evaluation.verification import contiguous_folds
 
 __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pairs_set",
            "cfp_fp_pairs", "identity_items", "inject_label_noise", "lfw_pairs", "make_protocol",

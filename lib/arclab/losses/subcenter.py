@@ -1,6 +1,6 @@
 """Sub-center ArcFace analysis: dominant sub-centers, angles to them, and drop-and-retrain.
 
-A sub-center head (:class:`arclab.heads.SubCenterNormLinear`) gives each class K sub-centers
+A sub-center head (:class:`arclab.losses.heads.SubCenterNormLinear`) gives each class K sub-centers
 (weight rows ``c·K + k``). After training, most clean samples of a class pick the same
 sub-center, the *dominant* one; hard and mislabelled samples gather at the others or sit far
 from all of them. The TPAMI paper drops the samples whose angle to their class's dominant
@@ -22,7 +22,7 @@ __all__ = ["NOISE_NAMES", "TABLE_ROWS", "drop_noisy", "drop_quality", "dominant_
            "run_table", "threshold_sweep"]
 
 NOISE_NAMES = {0: "clean", 1: "closed-set flip", 2: "open-set outlier"}
-"""The codes of :func:`arclab.data.protocols.inject_label_noise`."""
+"""The codes of :func:`arclab.data.splits.inject_label_noise`."""
 
 
 def _weight_of(head: nn.Module | Tensor, subcenters: int | None) -> tuple[Tensor, int]:
@@ -49,8 +49,9 @@ def dominant_subcenters(features: Tensor | np.ndarray, labels, head: nn.Module |
     Args:
         features: (N, D) float embeddings of the training samples.
         labels: (N,) int training labels in [0, C).
-        head: a :class:`~arclab.heads.SubCenterNormLinear` (or :class:`~arclab.heads.NormLinear`,
-            K = 1), or its weight (C·K, D) with ``subcenters`` = K.
+        head: a :class:`~arclab.losses.heads.SubCenterNormLinear` (or
+            :class:`~arclab.losses.heads.NormLinear`, K = 1), or its weight (C·K, D) with
+            ``subcenters`` = K.
 
     Returns:
         numpy arrays: ``nearest`` (N,) the own-class sub-center each sample is closest to;
@@ -203,7 +204,7 @@ def run_table(seeds: list[int], *, spec_kwargs: dict, label_noise: dict,
         allpairs: (uint8 images (N, H, W, 3), ids (N,)) of unseen identities: TPR at ``fprs``
             over all pairs (strict rule) with Wilson intervals.
         train_set: (uint8 images, noisy labels, noise codes) of the noisy training set, in
-            item order (:func:`arclab.data.protocols.noisy_training_set`).
+            item order (:func:`arclab.data.splits.noisy_training_set`).
 
     Returns:
         {row: {seed: {"tpr": {fpr: value}, "tpr_ci": {fpr: [lo, hi]}, "theta_y": final mean

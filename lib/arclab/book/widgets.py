@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import get_args
 
-from arclab.margins import PRESETS, Overflow
+from arclab.losses.margins import PRESETS, Overflow
 
 __all__ = ["EXPLORER_SLIDERS", "face_compare_panel", "face_search_panel", "margin_explorer",
            "margin_explorer_html"]
@@ -48,7 +48,7 @@ def _png(fig) -> bytes:
 
 def margin_explorer(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float = 64.0,
                     references: tuple[str, ...] = ("normface", "sphereface", "cosface")):
-    """Sliders for m1, m2 (radians), m3 and s that redraw :func:`arclab.plotting.margin_panel`.
+    """Sliders for m1, m2 (radians), m3 and s that redraw :func:`arclab.book.plotting.margin_panel`.
 
     Returns an ``ipywidgets.VBox``: two rows of sliders above an ``Image`` widget holding the
     figure as PNG. The image is replaced on every slider change; no ``Output`` widget is used,
@@ -57,7 +57,7 @@ def margin_explorer(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float 
     """
     import ipywidgets as w
 
-    from arclab import plotting
+    from arclab.book import plotting
 
     unknown = [r for r in references if r not in PRESETS]
     if unknown:
@@ -99,8 +99,8 @@ def _initial_rows(m1: float, m2: float, m3: float, s: float, overflow: str,
     """(θ in degrees, target logit × s, class 1 boundary θ2 in degrees) by the library."""
     import torch
 
-    from arclab.margin_geometry import decision_boundary_deg
-    from arclab.margins import target_logit
+    from arclab.losses.geometry import decision_boundary_deg
+    from arclab.losses.margins import target_logit
 
     theta = torch.linspace(0.0, 180.0, points, dtype=torch.float64)
     logit = s * target_logit(torch.cos(torch.deg2rad(theta)), m1=m1, m2=m2, m3=m3,
@@ -121,8 +121,8 @@ def margin_explorer_html(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: f
     curve θ2 = arccos(target logit / s), class 2 right of the red one). Show it with
     ``IPython.display.HTML(...)``; it works in JupyterLab and in the static book.
 
-    The script mirrors :func:`arclab.margins.target_logit` and
-    :func:`arclab.margin_geometry.decision_boundary_deg`. Each redraw writes what it drew into a
+    The script mirrors :func:`arclab.losses.margins.target_logit` and
+    :func:`arclab.losses.geometry.decision_boundary_deg`. Each redraw writes what it drew into a
     hidden table (``table.mx-values``: rows with ``data-theta-deg``, ``data-logit`` (× s) and
     ``data-boundary-deg``) and the settings into the root's ``data-drawn`` JSON. Before any
     script runs, that table holds the library's own values at the starting settings.
@@ -131,7 +131,8 @@ def margin_explorer_html(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: f
         m1, m2, m3, s: starting slider positions; each must lie on its slider
             (:data:`EXPLORER_SLIDERS`: range and step; m2 in radians).
         overflow: starting policy, ``"monotonic"`` | ``"raw"`` | ``"easy"``.
-        references: names of normalised presets in :data:`arclab.margins.PRESETS` (at most 5).
+        references: names of normalised presets in :data:`arclab.losses.margins.PRESETS`
+            (at most 5).
         points: angles drawn, evenly spaced over [0°, 180°] (19 to 1441).
         element_id: the root element's id (default: a fresh random one).
 
@@ -226,8 +227,8 @@ def _uploaded(value, size: int):
 
 def face_compare_panel(images, compare_fn, *, names=None):
     """Pick (or upload) two faces and see ``compare_fn(a, b)`` (e.g. a
-    :func:`arclab.pipeline.compare` with its models bound): two dropdowns over ``images``
-    (uint8 (N, H, W, 3)), an upload button per side, the two images and the verdict.
+    :func:`arclab.experiments.pipeline.compare` with its models bound): two dropdowns over
+    ``images`` (uint8 (N, H, W, 3)), an upload button per side, the two images and the verdict.
 
     ``compare_fn(a, b) -> {"match", "score", "reason"}``. Returns an ``ipywidgets.VBox``;
     it needs a running kernel (the book shows the notebook's static table instead). Uploads are
@@ -265,7 +266,7 @@ def face_compare_panel(images, compare_fn, *, names=None):
 
 def face_search_panel(images, search_fn, *, names=None):
     """Pick (or upload) a query face and see ``search_fn(image)`` (e.g. a
-    :func:`arclab.pipeline.search` over an enrolled gallery): the query and the ranking.
+    :func:`arclab.experiments.pipeline.search` over an enrolled gallery): the query and the ranking.
 
     ``search_fn(image) -> {"found", "ranking": [(identity, cosine), ...], "match"}``. Returns
     an ``ipywidgets.VBox``; it needs a running kernel.

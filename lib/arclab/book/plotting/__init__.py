@@ -6,20 +6,25 @@ titles the claim it shows and returns the ``Figure``.
 Taught in: notebooks/00_tour.ipynb
 """
 
-from arclab.plotting.detection import detections_on_scene, loss_terms, pr_curves, prior_boxes
-from arclab.plotting.evaluation import difficulty_curves, roc_log_fpr, tpr_against_negatives
-from arclab.plotting.geometry import angle_histograms, decision_regions, features_2d, features_3d
-from arclab.plotting.images import image_grid
-from arclab.plotting.margin_curves import (
+from arclab.book.plotting.detector import detections_on_scene, loss_terms, pr_curves, prior_boxes
+from arclab.book.plotting.feature_space import (
+    angle_histograms,
+    decision_regions,
+    features_2d,
+    features_3d,
+)
+from arclab.book.plotting.images import image_grid
+from arclab.book.plotting.label_noise import drop_tradeoff, subcenter_angle_histograms
+from arclab.book.plotting.margin_curves import (
     decision_margins,
     gradient_curves,
     margin_panel,
     overflow_policies,
     target_logit_curves,
 )
-from arclab.plotting.style import class_colours, use_style
-from arclab.plotting.subcenter import drop_tradeoff, subcenter_angle_histograms
-from arclab.plotting.training import (
+from arclab.book.plotting.roc import difficulty_curves, roc_log_fpr, tpr_against_negatives
+from arclab.book.plotting.style import class_colours, use_style
+from arclab.book.plotting.training import (
     angle_histogram_grid,
     embedding_projection,
     pair_angle_histograms,

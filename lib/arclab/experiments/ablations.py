@@ -75,8 +75,8 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
     """
     from tqdm.auto import tqdm
 
-    from arclab.embedding_stats import angle_statistics
     from arclab.evaluation import tpr_at_fpr
+    from arclab.evaluation.angles import angle_statistics
     from arclab.models import embed_images
     from arclab.train.spec import run_spec, tutorial_spec
 

@@ -166,7 +166,7 @@ def load_results(name: str, profile: str) -> dict[str, Any]:
     """
     path = results_path(name, profile)
     if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}; run `python -m arclab.runner run "
+        raise FileNotFoundError(f"no results at {path}; run `python -m arclab.book.runner run "
                                 f"--profile {profile} {name}` first")
     return json.loads(path.read_text())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from arclab.margins import Gradient, Margin, Overflow, margin_logits, target_logit
+from arclab.losses.margins import Gradient, Margin, Overflow, margin_logits, target_logit
 
 __all__ = ["angular_margin_deg", "angular_margin_table", "decision_boundary_deg", "max_rise",
            "target_gradient"]

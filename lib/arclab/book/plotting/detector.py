@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from arclab.plotting.images import _LANDMARK_COLOURS, _hwc
-from arclab.plotting.style import axes_or_new
+from arclab.book.plotting.images import _LANDMARK_COLOURS, _hwc
+from arclab.book.plotting.style import axes_or_new
 
 __all__ = ["DIFFICULTY_COLOURS", "detections_on_scene", "loss_terms", "pr_curves",
            "prior_boxes"]

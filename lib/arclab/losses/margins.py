@@ -3,7 +3,7 @@
 SphereFace is the m1 margin, ArcFace m2, CosFace m3 (slides, loss L4). The target logit of each
 row gets the margin; every other logit stays s·cos θ. θ is in radians throughout.
 
-SphereFace's original integer-m ψ(θ) and Li-ArcFace live in :mod:`arclab.margin_variants`.
+SphereFace's original integer-m ψ(θ) and Li-ArcFace live in :mod:`arclab.losses.variants`.
 
 Two choices the common public code makes silently are named options here:
 

@@ -14,9 +14,9 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from arclab.margin_geometry import decision_boundary_deg, target_gradient
-from arclab.margins import Margin, overflow_angle, target_logit
-from arclab.plotting.style import axes_or_new, class_colours
+from arclab.book.plotting.style import axes_or_new, class_colours
+from arclab.losses.geometry import decision_boundary_deg, target_gradient
+from arclab.losses.margins import Margin, overflow_angle, target_logit
 
 __all__ = ["decision_margins", "gradient_curves", "margin_panel", "overflow_policies",
            "target_logit_curves"]
@@ -127,7 +127,7 @@ def margin_panel(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float = 6
                  references: dict[str, Margin] | None = None, fig: Figure | None = None,
                  points: int = 361) -> Figure:
     """The interactive panel's figure: a margin's target logit (×s) against the references,
-    and its binary decision boundary. Used by :func:`arclab.widgets.margin_explorer`."""
+    and its binary decision boundary. Used by :func:`arclab.book.widgets.margin_explorer`."""
     if fig is None:
         fig = plt.figure(figsize=(10, 3.8))
     fig.clear()

@@ -1,12 +1,12 @@
 /* arclab margin explorer: the target logit s*(cos(m1*theta + m2) - m3) and the binary decision
  * margin, redrawn in the page when a slider moves; no kernel, no network.
  *
- * The numbers mirror arclab.margins.target_logit (the three overflow policies) and
+ * The numbers mirror arclab.losses.margins.target_logit (the three overflow policies) and
  * arclab.margin_geometry.decision_boundary_deg; the book's browser test compares them.
  * Each redraw writes what it drew into the root's hidden table (.mx-values: one row per angle,
  * data-theta-deg / data-logit / data-boundary-deg) and into data-drawn (the settings, as JSON).
  *
- * Served by arclab.widgets.margin_explorer_html, which inlines this file once per explorer.
+ * Served by arclab.book.widgets.margin_explorer_html, which inlines this file once per explorer.
  */
 (function (global) {
   "use strict";
@@ -16,7 +16,7 @@
   var DEG = Math.PI / 180;
   var SVG_NS = "http://www.w3.org/2000/svg";
 
-  /* Target logit divided by s at the cosine c, as arclab.margins.target_logit computes it. */
+  /* Target logit divided by s at the cosine c, as arclab.losses.margins.target_logit computes it. */
   function targetLogit(c, m1, m2, m3, overflow) {
     var theta = Math.acos(Math.min(1, Math.max(-1, c)));
     var angle = m1 * theta + m2;

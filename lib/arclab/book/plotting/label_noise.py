@@ -44,7 +44,7 @@ def subcenter_angle_histograms(angle_dominant, angle_other, noise, *,
 
 
 def drop_tradeoff(rows: list[dict], *, mark_deg: float | None = 75.0) -> Figure:
-    """From :func:`arclab.subcenter.threshold_sweep` rows: the share of clean samples kept
+    """From :func:`arclab.losses.subcenter.threshold_sweep` rows: the share of clean samples kept
     against the share of each noise type removed, as the threshold moves (left), and both
     against the threshold (right)."""
     t = np.array([r["threshold_deg"] for r in rows])

@@ -214,14 +214,14 @@ def _blur_levels(nuis: dict[str, Tensor], scale: float) -> tuple[Tensor, Tensor]
 
 
 def _post_plan(nuis: dict[str, Tensor], scale: float, numel: int) -> dict[str, Tensor]:
-    """What the kernel engine's post needs per image (see ``render_kernel.render_scene``):
+    """What the kernel engine's post needs per image (see ``kernel.render_scene``):
     blur taps and reach, the noise bank with each image's offset and std, and which images
     take their noise at once (the ones without JPEG, which must be compressed first)."""
-    from arclab.data import render_kernel
+    from arclab.data.render import kernel
 
     levels, reach = _blur_levels(nuis, scale)
     bank, offsets = _noise_source(nuis["bg_seed"], numel)
-    return {"weights": render_kernel.blur_weights(levels, reach.long()),
+    return {"weights": kernel.blur_weights(levels, reach.long()),
             "radius": reach.long(), "bank": bank, "offsets": torch.tensor(offsets),
             "sigma": nuis["noise"], "noise_now": nuis["jpeg"] <= 0}
 
@@ -230,14 +230,14 @@ def _jpeg_then_noise(img: Tensor, nuis: dict[str, Tensor], plan: dict[str, Tenso
                      step: int) -> None:
     """The kernel engine's post for the JPEG images of a blurred batch, in place: compress
     (the torch engine's function, ``step`` images per call), then noise + clamp."""
-    from arclab.data import render_kernel
+    from arclab.data.render import kernel
 
     sel = (~plan["noise_now"]).nonzero().squeeze(1)
     for s in range(0, len(sel), step):
         part = sel[s:s + step]
         img.index_copy_(0, part, jpeg_compress(img[part], nuis["jpeg_quality"][part]))
     if len(sel):
-        render_kernel.noise_and_clamp(img, plan["bank"], plan["offsets"], plan["sigma"], sel)
+        kernel.noise_and_clamp(img, plan["bank"], plan["offsets"], plan["sigma"], sel)
 
 
 def _post(img: Tensor, nuis: dict[str, Tensor], scale: float) -> Tensor:
@@ -321,7 +321,7 @@ def render(ident: dict[str, Tensor], nuis: dict[str, Tensor], face_to_px: Tensor
             frame instead of a window around each: the same pixels, bit for bit, only
             slower; for tests of the windows (torch engine).
         engine: ``"torch"`` (batched tensor ops, differentiable), ``"kernel"`` (the compiled
-            per-pixel kernel of :mod:`arclab.data.render_kernel`, 2-3× faster end to
+            per-pixel kernel of :mod:`arclab.data.render.kernel`, 2-3× faster end to
             end, no gradients) or ``"auto"``: the kernel unless a gradient is needed (grad
             mode on and a parameter that requires grad) or ``dense`` is set. The two agree to
             float round-off (JPEG's rounding can turn it into a grey level, rarely).
@@ -391,7 +391,7 @@ def _render_kernel(ident, nuis, feat, rot, face_to_px, px, pix, size, background
     """``render`` through the compiled kernel: per-image coefficients from the torch
     renderer's functions; the per-pixel scene, blur and noise in the kernel; then JPEG and
     its images' noise."""
-    from arclab.data.render_kernel import render_scene
+    from arclab.data.render.kernel import render_scene
 
     h = _head_coefficients(ident, nuis, rot, face_to_px, px, size)
     pxf = px.float()

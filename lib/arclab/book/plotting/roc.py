@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from arclab.plotting.style import axes_or_new, class_colours
+from arclab.book.plotting.style import axes_or_new, class_colours
 
 __all__ = ["difficulty_curves", "roc_log_fpr", "tpr_against_negatives"]
 

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from arclab.plotting.style import axes_or_new, class_colours
+from arclab.book.plotting.style import axes_or_new, class_colours
 
 __all__ = ["angle_histograms", "decision_regions", "features_2d", "features_3d"]
 

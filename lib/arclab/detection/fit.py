@@ -1,7 +1,7 @@
 """Train and evaluate a RetinaFace detector on SynthFaces scenes.
 
 :func:`train_detector` runs SGD with the multitask loss of a named recipe
-(:data:`arclab.detection.loss.RECIPES`) on a :func:`arclab.detection.data.scene_set`, with
+(:data:`arclab.detection.loss.RECIPES`) on a :func:`arclab.detection.dataset.scene_set`, with
 random horizontal flips, warm-up and step decay; it is deterministic by seed (the batches of a
 step and the flips are pure functions of (seed, step)) and resumes from its checkpoint, which
 is keyed by the config so that a changed setting never resumes a stale run.
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from arclab.atomic import atomic_path
-from arclab.detection.data import flip_targets, scene_targets
+from arclab.detection.dataset import flip_targets, scene_targets
 
 __all__ = ["ABLATION_ROWS", "DetectorConfig", "build_detector", "config_key",
            "evaluate_detector", "run_rows", "summarise_rows", "train_detector"]
@@ -144,7 +144,7 @@ def _batch(data: dict, cfg: DetectorConfig, step: int) -> tuple[Tensor, list[dic
 def train_detector(cfg: DetectorConfig, data: dict, out_dir: str | Path | None = None, *,
                    device: str | torch.device | None = None, max_steps: int | None = None,
                    progress: bool = True) -> dict:
-    """Train a RetinaFace detector on a scene set (:func:`arclab.detection.data.scene_set`).
+    """Train a RetinaFace detector on a scene set (:func:`arclab.detection.dataset.scene_set`).
 
     Resumes from ``out_dir/checkpoint.pt`` (default: ``$ARCLAB_CACHE/detectors/<config_key>``)
     when it exists and was written by the same config and scenes; checkpoints every 100 steps

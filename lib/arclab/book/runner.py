@@ -2,9 +2,9 @@
 
 Command line (run from the repository root)::
 
-    python -m arclab.runner list
-    python -m arclab.runner run --profile smoke [NAMES ...] [--out build/smoke] [--keep-going]
-    python -m arclab.runner book --profile book
+    python -m arclab.book.runner list
+    python -m arclab.book.runner run --profile smoke [NAMES ...] [--out build/smoke] [--keep-going]
+    python -m arclab.book.runner book --profile book
 
 ``run`` executes each notebook with the parameters of ``params/<profile>.yaml`` in a kernel
 that runs this very interpreter, writes the executed copy to ``build/<profile>/NAME.ipynb``
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from arclab.notebook import load_params, profiles, repo_root, results_path
+from arclab.book.notebook import load_params, profiles, repo_root, results_path
 
 __all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook_paths",
            "resolve_notebooks", "run_notebooks"]
@@ -231,7 +231,7 @@ def _run_note(stem: str, profile: str, when: str) -> str:
         "    # JupyterLab on notebooks/ with the project's kernel:",
         "    make lab",
         "    # or run it headless with the book profile, into build/book/:",
-        f"    python -m arclab.runner run --profile book {stem}",
+        f"    python -m arclab.book.runner run --profile book {stem}",
         "```",
     ])
 
@@ -265,7 +265,7 @@ def _chapter_list(chapters: list[tuple[str, str, str, str]]) -> str:
     from datetime import datetime, timezone
 
     from arclab import __version__
-    from arclab.notebook import _git_sha
+    from arclab.book.notebook import _git_sha
 
     sha = _git_sha(repo_root())
     sha = sha if sha == "unknown" else sha[:10] + ("-dirty" if sha.endswith("-dirty") else "")
@@ -327,7 +327,7 @@ def _link_favicon(index: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m arclab.runner", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m arclab.book.runner", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list notebooks and profiles")

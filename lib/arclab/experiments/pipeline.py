@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from arclab.align import align_faces
+from arclab.data.align import align_faces
 
 __all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "compare",
            "detect_align_embed", "enroll", "face_crops", "fit_box_layout", "pair_indices",

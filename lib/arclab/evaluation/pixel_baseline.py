@@ -83,7 +83,7 @@ def difficulty_sweep(model: dict, knob: str, levels=None, *, seed: int = 0,
                      directory=None) -> list[float]:
     """Baseline accuracy as one nuisance knob rises from off, all other nuisances off."""
     from arclab.data.cache import render_pairs
-    from arclab.data.protocols import verification_pairs
+    from arclab.data.splits import verification_pairs
 
     if knob not in NUISANCE_SWEEPS:
         raise ValueError(f"knob must be one of {sorted(NUISANCE_SWEEPS)}, got {knob!r}")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arclab.margins import PRESETS
+from arclab.losses.margins import PRESETS
 
 __all__ = ["NormLinear", "SubCenterNormLinear", "make_head"]
 
@@ -18,8 +18,8 @@ class NormLinear(nn.Module):
     """Cosine classifier: cos θ_j between the L2-normalised feature and class weight W_j.
 
     Shapes: input (N, D) -> (N, C) cosines in [−1, 1] (up to float rounding, which
-    :func:`arclab.margins.margin_logits` tolerates); weight (C, D). No bias: a bias would make
-    the decision depend on more than the angle.
+    :func:`arclab.losses.margins.margin_logits` tolerates); weight (C, D). No bias: a bias
+    would make the decision depend on more than the angle.
 
     Example:
         >>> head = NormLinear(2, 3)
@@ -54,7 +54,7 @@ class SubCenterNormLinear(nn.Module):
     Shapes: input (N, D) -> (N, C) cosines; weight (C·K, D), where row ``c·K + k`` is
     sub-center k of class c (a class's sub-centers are contiguous rows, so a class-sharded
     layer keeps them on one rank). :meth:`subcenter_cosines` gives all (N, C, K). The max is
-    taken on the cosines, before any margin, so every margin of :mod:`arclab.margins` applies
+    taken on the cosines, before any margin, so every margin of :mod:`arclab.losses.margins` applies
     to the chosen sub-center; the gradient reaches only the sub-center that won the max (for
     each sample and class). With K = 1 this is :class:`NormLinear`.
 
