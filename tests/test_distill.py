@@ -14,7 +14,8 @@ from arclab.losses.heads import make_head
 from arclab.losses.margins import MarginLoss
 from arclab.models import TRACK_LIMITS, check_track, count_flops, get_model, track_margins
 from arclab.train import learning_rate, step_batch, train
-from arclab.train.spec import build_dataset, load_spec, run_dir, run_spec
+from arclab.train.sources import build_dataset
+from arclab.train.spec import load_spec, run_dir, run_spec
 
 # --------------------------------------------------------------------------- the loss
 

@@ -123,7 +123,7 @@ def test_04_costs_and_the_training_run_match_an_independent_rerun(smoke_run, tmp
     from arclab import reference
     from arclab.models import count_flops, get_model
     from arclab.train import TrainConfig, train
-    from arclab.train.spec import build_dataset
+    from arclab.train.sources import build_dataset
 
     res = results(smoke_run, "04_training_a_face_model")
     for name in ("y2", "r100", "r124"):
@@ -186,7 +186,8 @@ def test_05_ablation_tables_follow_from_the_runs_and_a_run_reproduces(smoke_run,
     from arclab import reference
     from arclab.experiments import ablations
     from arclab.train import train
-    from arclab.train.spec import build_dataset, tutorial_spec
+    from arclab.train.sources import build_dataset
+    from arclab.train.spec import tutorial_spec
 
     res = results(smoke_run, "05_margin_ablation")
     p = smoke_params("05_margin_ablation", {"backbone": "mbf", "input_size": 32, "scale": 32.0,
@@ -221,13 +222,13 @@ def test_05_ablation_tables_follow_from_the_runs_and_a_run_reproduces(smoke_run,
 def test_06_subcenter_table_rows_noise_and_drop_statistics(smoke_run):
     from arclab.data.params import SynthConfig
     from arclab.data.splits import noisy_training_set
-    from arclab.losses.subcenter import TABLE_ROWS
+    from arclab.experiments.ablations import SUBCENTER_ROWS
 
     res = results(smoke_run, "06_subcenter_arcface")
     p = smoke_params("06_subcenter_arcface", {"closed_rate": 0.1, "open_rate": 0.2,
                                                "data_seed": 0, "ks": [1, 3, 10]})
     rows = ["clean, K=1", *[f"noisy, K={k}" for k in p["ks"]], "noisy, K=3, drop, K=1"]
-    assert list(res["table"]) == rows and set(rows) <= set(TABLE_ROWS)
+    assert list(res["table"]) == rows and set(rows) <= set(SUBCENTER_ROWS)
     for row in rows:
         assert set(res["table"][row]) == {str(s) for s in p["seeds"]}
         for fpr in ("0.0001", "0.001"):

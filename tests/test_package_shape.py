@@ -133,6 +133,18 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def package_graph() -> dict[str, set[str]]:
+    """Top-level part (``losses``, ``data``, ``reference`` ...) -> the parts it imports."""
+    graph: dict[str, set[str]] = {}
+    for name, deps in import_graph().items():
+        part = name.split(".")[1] if "." in name else None
+        if part is None:
+            continue
+        graph.setdefault(part, set()).update(
+            d.split(".")[1] for d in deps if "." in d and d.split(".")[1] != part)
+    return graph
+
+
 def long_functions() -> list[tuple[str, int, str]]:
     """(module:function, lines, the comment above it) for functions over LONG_FUNCTION lines."""
     out = []
@@ -175,6 +187,7 @@ def report() -> dict[str, object]:
         "long functions": long_functions(),
         "function-local arclab imports": local,
         "import cycles": cycles(import_graph()),
+        "cycles between the package's parts": cycles(package_graph()),
         "private names imported across modules": private_imports(),
         "module names used twice": sorted(s for s, c in stems.items() if c > 1),
     }
@@ -208,6 +221,16 @@ def test_imports_are_at_module_level_with_reasons():
 
 def test_no_import_cycle():
     assert cycles(import_graph()) == []
+
+
+def test_parts_depend_one_way():
+    # losses, models, data, evaluation -> train, detection, parallel -> experiments, book
+    graph = package_graph()
+    assert cycles(graph) == [], graph
+    assert "evaluation" not in graph["data"], "the generator must not import the evaluator"
+    for low in ("losses", "models", "data", "evaluation"):
+        assert not graph[low] & {"train", "detection", "parallel", "experiments", "book"}, \
+            f"{low} imports {graph[low]}"
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -1,5 +1,5 @@
-"""arclab.parallel.measure: the memory model over a grid, ranks needed, per-rank measurements
-and the equality check, each against numbers computed here from the definitions.
+"""arclab.parallel.sizing and .measure: the memory model over a grid, ranks needed, per-rank
+measurements and the equality check, each against numbers computed here from the definitions.
 
 One spawned 3-rank gloo group (uneven classes and batches, an empty rank) runs both launched
 functions; everything else runs in this process, where the layer is a plain single-rank one.
@@ -13,14 +13,8 @@ import pytest
 import torch
 
 from arclab.parallel import class_range, fc_memory, launch
-from arclab.parallel.measure import (
-    dense_margin_loss,
-    equality_check,
-    fc_step_stats,
-    measured_vs_model,
-    memory_table,
-    ranks_needed,
-)
+from arclab.parallel.measure import dense_margin_loss, equality_check, fc_step_stats
+from arclab.parallel.sizing import measured_vs_model, memory_table, ranks_needed
 
 C, D, BATCH, RATE = 100, 16, 7, 0.25  # 100 classes over 3 ranks: 34, 33, 33
 CHECK_SIZES = [4, 0, 3]

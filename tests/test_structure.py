@@ -94,7 +94,7 @@ def test_every_notebook_is_in_the_book():
 def test_taught_in_links_exist():
     """Docstrings end "Taught in: notebooks/NN_x.ipynb"; that file exists, or the link says
     "(planned)" and the notebook is on the book map."""
-    from arclab.reference import BOOK_MAP
+    from arclab.book.bookmap import BOOK_MAP
 
     planned = {f"notebooks/{row['notebook']}.ipynb" for row in BOOK_MAP}
     found = 0

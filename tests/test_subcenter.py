@@ -15,7 +15,8 @@ from arclab.losses.heads import NormLinear, SubCenterNormLinear, make_head
 from arclab.losses.margins import PRESETS, MarginLoss
 from arclab.losses.subcenter import dominant_subcenters, drop_noisy, drop_quality, threshold_sweep
 from arclab.train.config import TrainConfig, weights_key
-from arclab.train.spec import build_dataset, load_spec, tutorial_spec
+from arclab.train.sources import build_dataset
+from arclab.train.spec import load_spec, tutorial_spec
 
 
 def test_subcenter_head_with_one_subcenter_is_normlinear():

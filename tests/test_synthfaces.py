@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from arclab.data import cache, splits
-from arclab.data import render as renderer
 from arclab.data.align import template, umeyama
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
-from arclab.data.render import kernel, render
-from arclab.data.synth import _plane_landmarks, render_faces
+from arclab.data.render import colour, kernel_post, render
+from arclab.data.render import post as render_post
+from arclab.data.synth import plane_landmarks, render_faces
 
 CLEAN = SynthConfig(background=False, occlusion_rate=0.0, blur_px=0.0, noise=0.0,
                     jpeg_rate=0.0)
@@ -66,8 +66,8 @@ def test_blurred_pixels_do_not_depend_on_the_reach_of_the_others_in_the_batch():
         checked += 1
     assert checked >= 4
     sigma = torch.tensor([1.5, 2.6])  # and the taps themselves: reach 5 beside reach 8
-    both = kernel.blur_weights(sigma, torch.tensor([5, 8]))
-    alone = kernel.blur_weights(sigma[:1], torch.tensor([5]))
+    both = kernel_post.blur_weights(sigma, torch.tensor([5, 8]))
+    alone = kernel_post.blur_weights(sigma[:1], torch.tensor([5]))
     assert torch.equal(both[0, :6], alone[0]) and not both[0, 6:].any()
 
 
@@ -85,7 +85,7 @@ def test_feature_windows_give_the_pixels_of_painting_the_whole_frame(aligned):
     nuis["pitch"], nuis["roll"] = torch.linspace(-40, 40, 40)[turn], torch.linspace(40, -40, 40)
     size = 64
     if aligned:
-        f2p = umeyama(_plane_landmarks(ident, nuis).double(),  # as render_faces aligns
+        f2p = umeyama(plane_landmarks(ident, nuis).double(),  # as render_faces aligns
                       template(size).expand(40, 5, 2).double()).float()
     else:  # big faces pushed towards the corners: features cross the frame edge
         f2p = torch.zeros(40, 2, 3)
@@ -160,7 +160,7 @@ def test_thread_count_does_not_move_pixels():
     cfg = SynthConfig(seed=2)
     ids, idx = list(range(48)), [i % 4 for i in range(48)]
     ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, idx)
-    f2p = umeyama(_plane_landmarks(ident, nuis).double(), template(112).expand(48, 5, 2)).float()
+    f2p = umeyama(plane_landmarks(ident, nuis).double(), template(112).expand(48, 5, 2)).float()
     before = torch.get_num_threads()
     try:
         out = {}
@@ -186,17 +186,17 @@ def test_blur_is_a_gaussian_with_replicated_edges():
         padded = torch.nn.functional.pad(img.double().reshape(1, 12, 20, 24), (radius,) * 4,
                                          mode="replicate")
         want = torch.nn.functional.conv2d(padded, kernel, groups=12).view(4, 3, 20, 24)
-        got = renderer._gaussian_blur(img, sigma, radius)
+        got = render_post._gaussian_blur(img, sigma, radius)
         assert (got.double() - want).abs().max() < 1e-6, radius
         compiled = img.clone()  # the kernel engine's blur, in place
-        kernel.blur(compiled, sigma, torch.full((4,), radius))
+        kernel_post.blur(compiled, sigma, torch.full((4,), radius))
         assert (compiled.double() - want).abs().max() < 1e-6, radius
     # per-image reach in one call; reach 0 leaves the image as it is
     mixed = img.clone()
-    kernel.blur(mixed, sigma, torch.tensor([0, 2, 1, 4]))
+    kernel_post.blur(mixed, sigma, torch.tensor([0, 2, 1, 4]))
     assert torch.equal(mixed[0], img[0])
     for i, radius in ((1, 2), (2, 1), (3, 4)):
-        one = renderer._gaussian_blur(img[i:i + 1], sigma[i:i + 1], radius)[0]
+        one = render_post._gaussian_blur(img[i:i + 1], sigma[i:i + 1], radius)[0]
         assert (mixed[i] - one).abs().max() < 1e-6, i
 
 
@@ -205,32 +205,32 @@ def test_post_skips_only_the_blur_that_float32_cannot_show():
     nuis = {"blur": torch.tensor([0.0, 0.125, 0.25]), "jpeg": torch.zeros(3),
             "jpeg_quality": torch.full((3,), 50.0), "noise": torch.zeros(3),
             "bg_seed": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)}
-    out = renderer._post(img.clone(), nuis, 1.0)
+    out = render_post.post_process(img.clone(), nuis, 1.0)
     # sigma = 1/8 px: the off-centre taps weigh e^-32, so blurring would change nothing
-    one_eighth = renderer._gaussian_blur(img[1:2], torch.tensor([0.125]), 1)[0]
+    one_eighth = render_post._gaussian_blur(img[1:2], torch.tensor([0.125]), 1)[0]
     assert torch.equal(out[0], img[0]) and torch.equal(out[1], img[1])
     assert (one_eighth - img[1]).abs().max() < 1e-6
-    quarter = renderer._gaussian_blur(img[2:3], torch.tensor([0.25]), 1)[0]
+    quarter = render_post._gaussian_blur(img[2:3], torch.tensor([0.25]), 1)[0]
     assert torch.equal(out[2], quarter) and (quarter - img[2]).abs().max() > 3e-4
     compiled = img.clone()  # the kernel engine's blur (no noise or JPEG here), in place
-    kernel.blur(compiled, *renderer._blur_levels(nuis, 1.0))
+    kernel_post.blur(compiled, *render_post._blur_levels(nuis, 1.0))
     assert torch.equal(compiled[:2], img[:2]) and (compiled[2] - quarter).abs().max() < 1e-6
 
 
 def test_noise_is_standard_normal_and_independent_between_images():
     seeds = torch.arange(200, dtype=torch.float64) * 7919 + 11
-    noise = torch.stack(renderer._noise(seeds, (3, 112, 112))).flatten(1).double()
+    noise = torch.stack(render_post._noise(seeds, (3, 112, 112))).flatten(1).double()
     assert noise.mean(1).abs().max() < 0.03 and (noise.std(1) - 1).abs().max() < 0.03
     corr = torch.corrcoef(noise)[~torch.eye(200, dtype=torch.bool)]
     assert corr.abs().max() < 0.03  # windows of one bank, never the same pixel twice
-    again = renderer._noise(seeds[[5, 3]], (3, 112, 112))
+    again = render_post._noise(seeds[[5, 3]], (3, 112, 112))
     assert torch.equal(again[0].flatten().double(), noise[5])
     # in a render: the noisy image minus the clean one is sigma times the image's noise
     cfg = replace(CLEAN, noise=0.05)
     noisy = render_faces(cfg, [0, 1], [0, 0], size=48)
     clean = render_faces(cfg, [0, 1], [0, 0], size=48, noise=0.0)["images"]
     sigma = noisy["nuisance"]["noise"]
-    want = torch.stack(renderer._noise(noisy["nuisance"]["bg_seed"], (3, 48, 48)))
+    want = torch.stack(render_post._noise(noisy["nuisance"]["bg_seed"], (3, 48, 48)))
     inside = (clean > 0.2) & (clean < 0.8)  # far from the clamp at 0 and 1
     got = (noisy["images"] - clean) / sigma[:, None, None, None]
     assert (got - want)[inside].abs().max() < 1e-4 and bool((sigma > 0).all())
@@ -238,14 +238,14 @@ def test_noise_is_standard_normal_and_independent_between_images():
 
 def test_background_uniforms_are_per_seed_and_uncorrelated():
     seeds = torch.arange(4000, dtype=torch.float64)
-    u = renderer._uniform(seeds, 32, 1)
-    assert torch.equal(renderer._uniform(seeds[[7, 2]], 32, 1), u[[7, 2]])
+    u = colour._uniform(seeds, 32, 1)
+    assert torch.equal(colour._uniform(seeds[[7, 2]], 32, 1), u[[7, 2]])
     assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.003
     assert float(u.min()) >= 0 and float(u.max()) < 1
     # neighbouring seeds and columns must not share values (seed·g + k·g would)
     shifted = torch.corrcoef(torch.stack([u[:-1, 1:].flatten(), u[1:, :-1].flatten()]))[0, 1]
     assert abs(float(shifted)) < 0.02
-    assert not torch.equal(renderer._uniform(seeds[:5], 32, 2), u[:5])
+    assert not torch.equal(colour._uniform(seeds[:5], 32, 2), u[:5])
 
 
 def test_aligned_crops_are_least_squares_aligned_to_the_template():
@@ -335,7 +335,7 @@ def test_autograd_renders_the_same_pixels_as_inference():
     cfg = SynthConfig(seed=3, occlusion_rate=1.0, jpeg_rate=0.5, blur_px=2.0)
     ids, idx = np.arange(24) % 6, np.arange(24)
     ident, nuis = identity_params(cfg, ids), nuisance_params(cfg, ids, idx)
-    f2p = umeyama(_plane_landmarks(ident, nuis).double(), template(48).expand(24, 5, 2)).float()
+    f2p = umeyama(plane_landmarks(ident, nuis).double(), template(48).expand(24, 5, 2)).float()
     with torch.no_grad():
         img, _, alpha = render(ident, nuis, f2p, 48, return_alpha=True, engine="torch")
     grad_ident = dict(ident, face_w=ident["face_w"].clone().requires_grad_())
@@ -357,7 +357,7 @@ def _turned_batch(cfg: SynthConfig, n: int, size: int, aligned: bool):
     nuis["pitch"] = torch.linspace(-40, 40, n)[torch.randperm(n, generator=torch.Generator()
                                                                .manual_seed(1))]
     if aligned:
-        f2p = umeyama(_plane_landmarks(ident, nuis).double(),
+        f2p = umeyama(plane_landmarks(ident, nuis).double(),
                       template(size).expand(n, 5, 2).double()).float()
     else:
         f2p = torch.zeros(n, 2, 3)
@@ -571,7 +571,7 @@ def test_jpeg_matches_a_real_encoder(quality):
 
     from PIL import Image
 
-    from arclab.data.jpeg import jpeg_compress
+    from arclab.data.render.jpeg import jpeg_compress
 
     img = render_faces(CLEAN, [0, 1], [0, 0], size=64)["images"]
     img = (img * 255).round() / 255  # what an 8-bit encoder sees

@@ -26,7 +26,8 @@ from arclab.parallel import (
 )
 from arclab.train import TrainConfig, load_config, step_batch, train
 from arclab.train.config import learning_rate, weights_key
-from arclab.train.spec import build_dataset, load_spec
+from arclab.train.sources import build_dataset
+from arclab.train.spec import load_spec
 
 
 class _Random(Dataset):

@@ -16,7 +16,8 @@ from arclab.losses.heads import make_head
 from arclab.losses.margins import MarginLoss
 from arclab.models import get_model
 from arclab.train import TrainConfig, step_batch
-from arclab.train.spec import build_dataset, load_spec, run_dir
+from arclab.train.sources import build_dataset
+from arclab.train.spec import load_spec, run_dir
 
 SPEC = {"train": {"backbone": "r18", "embedding_size": 16, "input_size": 16, "batch_size": 8,
                   "epochs": 2, "s": 16.0, "lr": 0.05, "checkpoint_every": 2},

@@ -1,60 +1,16 @@
-"""Numbers the seeds report, and the map of which notebook reproduces what.
-
-Published numbers live here and nowhere else; notebooks put them beside their own.
-Seeds are the files in ``../shared/seeds/`` (000 ArcFace/RetinaFace slides, 001 the
-lightweight-recognition challenge paper, 002 its README, 003 the ArcFace/sub-center TPAMI
-abstract, 004 the ArcFace CVPR abstract).
+"""Numbers the seeds report: published numbers live here and nowhere else; notebooks put
+them beside their own. Seeds are the files in ``../shared/seeds/`` (000 ArcFace/RetinaFace
+slides, 001 the lightweight-recognition challenge paper, 002 its README, 003 the
+ArcFace/sub-center TPAMI abstract, 004 the ArcFace CVPR abstract).
 
 Taught in: notebooks/00_tour.ipynb
 """
 
 from __future__ import annotations
 
-__all__ = ["ARCFACE_ABLATION", "BOOK_MAP", "LFR_BACKBONES", "LFR_PAIRS", "LFR_TPR",
-           "PARTIAL_FC_PUBLIC", "RETINAFACE_ABLATION", "RETINAFACE_PRIORS_PORT",
-           "RETINAFACE_SPEED_MS", "SUBCENTER_TABLE"]
-
-BOOK_MAP: list[dict[str, str]] = [
-    {"notebook": "00_tour", "reproduces": "slides: softmax vs normalised softmax (2-D toy)",
-     "seed": "000", "modules": "toy, plotting, notebook, runner"},
-    {"notebook": "01_softmax_to_arcface",
-     "reproduces": "slides: feature geometry of softmax, NormFace, ArcFace", "seed": "000",
-     "modules": "margins, heads, toy"},
-    {"notebook": "02_margin_zoo",
-     "reproduces": "ArcFace paper: target logit curves, decision margins", "seed": "000, 004",
-     "modules": "margins, margin_geometry, widgets"},
-    {"notebook": "03_synthfaces", "reproduces": "data: SynthFaces identities, protocols",
-     "seed": "-", "modules": "data, align"},
-    {"notebook": "04_training_a_face_model",
-     "reproduces": "challenge paper Tables 3-4: FLOPs and size of the backbones",
-     "seed": "001, 002", "modules": "models, train"},
-    {"notebook": "05_margin_ablation",
-     "reproduces": "ArcFace paper Table 2 (margin ablation)", "seed": "000, 004",
-     "modules": "margins, train, evaluation"},
-    {"notebook": "06_subcenter_arcface",
-     "reproduces": "TPAMI Table 3 (sub-centers under label noise)", "seed": "003",
-     "modules": "heads, subcenter"},
-    {"notebook": "07_sharded_fc", "reproduces": "slides: ArcFace is efficient (model parallel)",
-     "seed": "000", "modules": "parallel"},
-    {"notebook": "08_trillion_pairs",
-     "reproduces": "challenge Table 2 and Tables 6-9: TPR@FPR over all pairs", "seed": "001, 002",
-     "modules": "evaluation"},
-    {"notebook": "09_lightweight_challenge",
-     "reproduces": "challenge track rules, Tables 6-9 baselines, distillation",
-     "seed": "001, 002", "modules": "models, evaluation, distill"},
-    {"notebook": "10_retinaface", "reproduces": "slides: RetinaFace method", "seed": "000",
-     "modules": "detection"},
-    {"notebook": "11_retinaface_ablation", "reproduces": "slides: RetinaFace ablation table",
-     "seed": "000", "modules": "detection"},
-    {"notebook": "12_alignment_improves_arcface",
-     "reproduces": "RetinaFace improves ArcFace (better alignment)", "seed": "000",
-     "modules": "detection, align"},
-    {"notebook": "13_inversion", "reproduces": "TPAMI: face inversion from ArcFace",
-     "seed": "003", "modules": "inversion"},
-    {"notebook": "14_demo", "reproduces": "slides: image/video face analysis demo",
-     "seed": "000", "modules": "detection, align, evaluation"},
-]
-"""One row per planned notebook; the tour marks which of them exist in this checkout."""
+__all__ = ["ARCFACE_ABLATION", "LFR_BACKBONES", "LFR_PAIRS", "LFR_TPR", "PARTIAL_FC_PUBLIC",
+           "RETINAFACE_ABLATION", "RETINAFACE_PRIORS_PORT", "RETINAFACE_SPEED_MS",
+           "SUBCENTER_TABLE"]
 
 ARCFACE_ABLATION: dict[str, dict[str, float]] = {
     # ArcFace paper, margin ablation: CASIA-WebFace, ResNet50; verification accuracy in %.

@@ -23,6 +23,7 @@ import yaml
 
 import arclab
 from arclab.atomic import atomic_path
+from arclab.book.bookmap import BOOK_MAP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +53,9 @@ def repo_root() -> Path:
     return here if is_checkout else Path.cwd()
 
 
-def _git_sha(root: Path) -> str:
+def git_sha(root: Path) -> str:
+    """The checkout's HEAD commit, with ``-dirty`` when tracked files changed; ``unknown``
+    outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
@@ -78,7 +81,7 @@ def provenance(profile: str | None = None, *, show: bool = True) -> dict[str, st
 
     info = {
         "arclab": arclab.__version__,
-        "git_sha": _git_sha(repo_root()),
+        "git_sha": git_sha(repo_root()),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(arclab.get_device()),
@@ -201,11 +204,9 @@ def load_params(profile: str, name: str, params_dir: Path | None = None) -> dict
 
 
 def book_map() -> pd.DataFrame:
-    """The map of the book (``arclab.reference.BOOK_MAP``) with a ``present`` column saying
-    which notebooks exist in this checkout."""
-    import pandas as pd
-
-    from arclab.reference import BOOK_MAP
+    """The map of the book (:data:`arclab.book.bookmap.BOOK_MAP`) with a ``present`` column
+    saying which notebooks exist in this checkout."""
+    import pandas as pd  # heavy: imported here so the runner's command line starts fast
 
     table = pd.DataFrame(BOOK_MAP)
     notebooks_dir = repo_root() / "notebooks"

@@ -30,7 +30,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from arclab.book.notebook import load_params, profiles, repo_root, results_path
+from arclab import __version__
+from arclab.book.notebook import git_sha, load_params, profiles, repo_root, results_path
 
 __all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook_paths",
            "resolve_notebooks", "run_notebooks"]
@@ -264,10 +265,7 @@ def _chapter_list(chapters: list[tuple[str, str, str, str]]) -> str:
     """Markdown for the intro page: each chapter, what it reproduces, its profile and time."""
     from datetime import datetime, timezone
 
-    from arclab import __version__
-    from arclab.book.notebook import _git_sha
-
-    sha = _git_sha(repo_root())
+    sha = git_sha(repo_root())
     sha = sha if sha == "unknown" else sha[:10] + ("-dirty" if sha.endswith("-dirty") else "")
     profiles_used = sorted({profile for _, _, profile, _ in chapters})
     lines = [f"Rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by arclab {__version__} "

@@ -19,7 +19,11 @@ import uuid
 from pathlib import Path
 from typing import get_args
 
-from arclab.losses.margins import PRESETS, Overflow
+import torch
+
+from arclab.book import plotting
+from arclab.losses.geometry import decision_boundary_deg
+from arclab.losses.margins import PRESETS, Overflow, target_logit
 
 __all__ = ["EXPLORER_SLIDERS", "face_compare_panel", "face_search_panel", "margin_explorer",
            "margin_explorer_html"]
@@ -56,8 +60,6 @@ def margin_explorer(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float 
     ArcFace's (1, 0.5, 0) with s = 64; ``references`` are drawn dashed for comparison.
     """
     import ipywidgets as w
-
-    from arclab.book import plotting
 
     unknown = [r for r in references if r not in PRESETS]
     if unknown:
@@ -97,16 +99,33 @@ def _check_slider(name: str, value: float) -> float:
 def _initial_rows(m1: float, m2: float, m3: float, s: float, overflow: str,
                   points: int) -> list[tuple[float, float, float]]:
     """(θ in degrees, target logit × s, class 1 boundary θ2 in degrees) by the library."""
-    import torch
-
-    from arclab.losses.geometry import decision_boundary_deg
-    from arclab.losses.margins import target_logit
-
     theta = torch.linspace(0.0, 180.0, points, dtype=torch.float64)
     logit = s * target_logit(torch.cos(torch.deg2rad(theta)), m1=m1, m2=m2, m3=m3,
                              overflow=overflow)
     boundary = decision_boundary_deg(theta, m1=m1, m2=m2, m3=m3, overflow=overflow)
     return list(zip(theta.tolist(), logit.tolist(), boundary.tolist()))
+
+
+def _explorer_config(m1: float, m2: float, m3: float, s: float, overflow: str,
+                     references: tuple[str, ...], points: int, element_id: str | None
+                     ) -> tuple[dict[str, float], str, dict]:
+    """The explorer's checked starting values, its root element id and its JSON config."""
+    start = {k: _check_slider(k, v) for k, v in (("m1", m1), ("m2", m2), ("m3", m3), ("s", s))}
+    policies = get_args(Overflow)
+    if overflow not in policies:
+        raise ValueError(f"overflow must be one of {policies}, got {overflow!r}")
+    bad = [r for r in references if r not in PRESETS or not PRESETS[r].normalised]
+    if bad or len(references) > 5:
+        raise ValueError(f"references must be at most 5 normalised presets of "
+                         f"{sorted(k for k, m in PRESETS.items() if m.normalised)}, got "
+                         f"{list(references)}")
+    if isinstance(points, bool) or not isinstance(points, int) or not 19 <= points <= 1441:
+        raise ValueError(f"points must be an int in [19, 1441], got {points!r}")
+    root_id = element_id or f"arclab-mx-{uuid.uuid4().hex[:12]}"
+    config = {"initial": {**start, "overflow": overflow}, "points": points,
+              "references": [{"name": r, "label": PRESETS[r].label, "m1": PRESETS[r].m1,
+                              "m2": PRESETS[r].m2, "m3": PRESETS[r].m3} for r in references]}
+    return start, root_id, config
 
 
 def margin_explorer_html(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: float = 64.0, *,
@@ -149,21 +168,9 @@ def margin_explorer_html(m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, s: f
 
     Taught in: notebooks/02_margin_zoo.ipynb
     """
-    start = {k: _check_slider(k, v) for k, v in (("m1", m1), ("m2", m2), ("m3", m3), ("s", s))}
+    start, root_id, config = _explorer_config(m1, m2, m3, s, overflow, references, points,
+                                              element_id)
     policies = get_args(Overflow)
-    if overflow not in policies:
-        raise ValueError(f"overflow must be one of {policies}, got {overflow!r}")
-    bad = [r for r in references if r not in PRESETS or not PRESETS[r].normalised]
-    if bad or len(references) > 5:
-        raise ValueError(f"references must be at most 5 normalised presets of "
-                         f"{sorted(k for k, m in PRESETS.items() if m.normalised)}, got "
-                         f"{list(references)}")
-    if isinstance(points, bool) or not isinstance(points, int) or not 19 <= points <= 1441:
-        raise ValueError(f"points must be an int in [19, 1441], got {points!r}")
-    root_id = element_id or f"arclab-mx-{uuid.uuid4().hex[:12]}"
-    config = {"initial": {**start, "overflow": overflow}, "points": points,
-              "references": [{"name": r, "label": PRESETS[r].label, "m1": PRESETS[r].m1,
-                              "m2": PRESETS[r].m2, "m3": PRESETS[r].m3} for r in references]}
     sliders = "".join(
         f'<label>{k}{" (rad)" if k == "m2" else ""} <input type="range" name="{k}" '
         f'min="{lo:g}" max="{hi:g}" step="{step:g}" value="{start[k]:g}" aria-label="{k}">'

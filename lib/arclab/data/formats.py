@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from arclab.data.recordio import RecordIOReader, RecordIOWriter, _decode_rgb
+from arclab.data.recordio import RecordIOReader, RecordIOWriter, decode_rgb
 
 __all__ = ["ImageFolderFaces", "RecordIOReader", "RecordIOWriter", "load_bin",
            "read_wider_labels", "write_bin"]
@@ -187,11 +187,11 @@ def load_bin(path: str | os.PathLike, image_size: int | tuple[int, int] | None =
     if len(bins) != 2 * len(issame):
         raise ValueError(f"{path}: bins must hold 2 images per pair, got {len(bins)} images "
                          f"for {len(issame)} pairs")
-    first = _resized(_decode_rgb(bytes(bins[0]), f"{path}: image 0"), size)
+    first = _resized(decode_rgb(bytes(bins[0]), f"{path}: image 0"), size)
     images = np.empty((len(bins), *first.shape), np.uint8)
     images[0] = first
     for i in range(1, len(bins)):
-        img = _resized(_decode_rgb(bytes(bins[i]), f"{path}: image {i}"), size)
+        img = _resized(decode_rgb(bytes(bins[i]), f"{path}: image {i}"), size)
         if img.shape != first.shape:
             raise ValueError(f"{path}: image {i} is {img.shape[:2]}, image 0 {first.shape[:2]}; "
                              "pass image_size to resize")
@@ -368,5 +368,5 @@ class ImageFolderFaces(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         file, label = self.samples[index]
-        img = _resized(_decode_rgb(file.read_bytes(), str(file)), self.image_size)
+        img = _resized(decode_rgb(file.read_bytes(), str(file)), self.image_size)
         return torch.from_numpy(img).permute(2, 0, 1).contiguous(), label

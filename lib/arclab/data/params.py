@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IDENTITY_KEYS", "NUISANCE_KEYS", "OCCLUSIONS", "SynthConfig", "identity_params",
-           "nuisance_params"]
+__all__ = ["IDENTITY_KEYS", "IDENTITY_MEAN_SPREAD", "NUISANCE_KEYS", "OCCLUSIONS", "SynthConfig",
+           "identity_params", "nuisance_params"]
 
 OCCLUSIONS = ("none", "glasses", "mask", "hand")
 
-# name: (mean, spread) of each identity parameter; the value is mean + spread·z·identity_spread
-_IDENTITY = {
+IDENTITY_MEAN_SPREAD: dict[str, tuple[float, float]] = {
     "face_w": (0.80, 0.06), "face_h": (1.00, 0.06), "jaw": (0.72, 0.08),
     "eye_dx": (0.36, 0.035), "eye_y": (-0.16, 0.035), "eye_r": (0.085, 0.012),
     "eye_aspect": (0.55, 0.08), "brow_dy": (0.11, 0.02), "brow_w": (0.14, 0.025),
@@ -37,7 +36,9 @@ _IDENTITY = {
     "mark_on": (0.5, 0.5), "mark2_u": (0.0, 0.45), "mark2_v": (0.0, 0.30),
     "mark2_on": (0.2, 0.5),
 }
-IDENTITY_KEYS = tuple(_IDENTITY)
+"""Name: (mean, spread) of each identity parameter, in the renderer's units; a face's value is
+mean + spread · z · ``identity_spread`` with z ~ N(0, 1) drawn per identity."""
+IDENTITY_KEYS = tuple(IDENTITY_MEAN_SPREAD)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _check_ids(ids, name: str) -> np.ndarray:
 @lru_cache(maxsize=2**16)
 def _identity_z(seed: int, identity: int) -> np.ndarray:
     """The standard normal draws behind one identity (cached: training sets repeat them)."""
-    z = _rng(seed, 1, identity).standard_normal(len(_IDENTITY))
+    z = _rng(seed, 1, identity).standard_normal(len(IDENTITY_MEAN_SPREAD))
     z.flags.writeable = False
     return z
 
@@ -107,9 +108,9 @@ def identity_params(cfg: SynthConfig, identities) -> dict[str, Tensor]:
     """
     ids = _check_ids(identities, "identities")
     z = np.stack([_identity_z(cfg.seed, int(i)) for i in ids]) \
-        if len(ids) else np.zeros((0, len(_IDENTITY)))
+        if len(ids) else np.zeros((0, len(IDENTITY_MEAN_SPREAD)))
     out = {}
-    for k, (name, (mean, spread)) in enumerate(_IDENTITY.items()):
+    for k, (name, (mean, spread)) in enumerate(IDENTITY_MEAN_SPREAD.items()):
         out[name] = torch.tensor(mean + spread * cfg.identity_spread * z[:, k],
                                  dtype=torch.float32)
     out["skin_tone"] = out["skin_tone"].clamp(0, 1)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["RECORDIO_MAGIC", "RecordIOReader", "RecordIOWriter"]
+__all__ = ["RECORDIO_MAGIC", "RecordIOReader", "RecordIOWriter", "decode_rgb"]
 
 RECORDIO_MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", RECORDIO_MAGIC)
@@ -36,7 +36,7 @@ _IMAGE_HEADER = struct.Struct("<IfQQ")  # flag, label, id, id2
 _IMAGE_FORMATS = ("JPEG", "PNG", "BMP")  # never EPS and friends, which shell out
 
 
-def _decode_rgb(data: bytes, where: str) -> np.ndarray:
+def decode_rgb(data: bytes, where: str) -> np.ndarray:
     """Decode JPEG/PNG/BMP bytes to a uint8 (H, W, 3) RGB array; ``where`` starts the error."""
     try:
         with warnings.catch_warnings():
@@ -323,7 +323,7 @@ class RecordIOReader:
         where = self._where(key)[0]
         if not data:
             raise ValueError(f"{where}: holds no image bytes (a header-only record)")
-        return _decode_rgb(data, where)
+        return decode_rgb(data, where)
 
     def identity_range(self) -> tuple[int, int] | None:
         """``(first_identity_record, end)`` from the face sets' header record 0, else None.

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
-from arclab.data.render import _background, render
+from arclab.data.render import background, render
 from arclab.data.synth import face_boxes
 
 __all__ = ["DIFFICULTY", "SCENE_OFFSET", "render_scene"]
@@ -59,8 +59,8 @@ def render_scene(cfg: SynthConfig, scene: int, *, height: int = 480, width: int 
     low = (max(8, height // 4), max(8, width // 4))
     gy, gx = torch.meshgrid(torch.arange(low[0]) * (height / low[0]),
                             torch.arange(low[1]) * (width / low[1]), indexing="ij")
-    image = F.interpolate(_background(torch.tensor([float(rng.integers(2**31))]), gx[None],
-                                      gy[None], max(height, width)),
+    image = F.interpolate(background(torch.tensor([float(rng.integers(2**31))]), gx[None],
+                                     gy[None], max(height, width)),
                           size=(height, width), mode="bilinear", align_corners=False)[0]
     ids = SCENE_OFFSET + rng.integers(0, 1_000_000, count)
     idx = scene * 1000 + np.arange(count)

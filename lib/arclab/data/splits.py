@@ -16,7 +16,6 @@ from dataclasses import replace
 import numpy as np
 
 from arclab.data.params import SynthConfig
-from arclab.evaluation.verification import contiguous_folds
 
 __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pairs_set",
            "cfp_fp_pairs", "identity_items", "inject_label_noise", "lfw_pairs", "make_protocol",
@@ -24,6 +23,19 @@ __all__ = ["EVAL_OFFSET", "OUTLIER_OFFSET", "PROTOCOLS", "agedb_pairs", "all_pai
 
 EVAL_OFFSET = 1_000_000
 OUTLIER_OFFSET = 2_000_000
+
+
+def contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
+    """The fold (int64, shape (n,)) of each of ``n`` pairs in their order, as
+    :func:`arclab.evaluation.verification_accuracy_10fold` splits them: contiguous blocks, the first
+    ``n mod n_folds`` one pair longer (``np.array_split``, insightface's unshuffled KFold).
+
+    Example:
+        >>> contiguous_folds(7, 3).tolist()
+        [0, 0, 0, 1, 1, 2, 2]
+    """
+    return np.concatenate([np.full(len(block), k, dtype=np.int64) for k, block in
+                           enumerate(np.array_split(np.arange(n), n_folds))])
 
 
 def _positive(name: str, value, minimum: int = 1) -> int:

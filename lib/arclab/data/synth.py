@@ -13,10 +13,12 @@ from arclab.data.align import template, umeyama
 from arclab.data.params import SynthConfig, identity_params, nuisance_params
 from arclab.data.render import landmarks_3d, project, render, rotation
 
-__all__ = ["face_boxes", "render_faces"]
+__all__ = ["face_boxes", "plane_landmarks", "render_faces"]
 
 
-def _plane_landmarks(ident: dict[str, Tensor], nuis: dict[str, Tensor]) -> Tensor:
+def plane_landmarks(ident: dict[str, Tensor], nuis: dict[str, Tensor]) -> Tensor:
+    """The 5 landmarks (B, 5, 2) in the face plane under each image's pose, which alignment
+    maps to the template."""
     rot = rotation(nuis["yaw"], nuis["pitch"], nuis["roll"])
     eye = torch.eye(2, 3).expand(len(rot), 2, 3)
     return project(landmarks_3d(ident, nuis), rot, eye)
@@ -73,7 +75,7 @@ def render_faces(cfg: SynthConfig, identities, indices, *, size: int = 112,
     nuis = nuisance_params(cfg, identities, indices, **overrides)
     b = len(ident["face_w"])
     if aligned:
-        face_to_px = umeyama(_plane_landmarks(ident, nuis).double(),
+        face_to_px = umeyama(plane_landmarks(ident, nuis).double(),
                              template(size).expand(b, 5, 2)).float()
     else:
         k = size * 0.33 * nuis["scale"]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
-from arclab.data.params import _IDENTITY, SynthConfig, nuisance_params
+from arclab.data.params import IDENTITY_MEAN_SPREAD, SynthConfig, nuisance_params
 from arclab.data.render import render
 from arclab.data.synth import face_boxes
 
@@ -44,7 +44,7 @@ def render_dense(raw: Tensor, size: int = 24) -> tuple[Tensor, Tensor]:
     size × size crop: images (F, 3, size, size) in [0, 1] and coverage (F, size, size)."""
     f = raw.shape[0]
     params = decode_dense(raw)
-    ident = {k: torch.full((f,), mean) for k, (mean, _) in _IDENTITY.items()}
+    ident = {k: torch.full((f,), mean) for k, (mean, _) in IDENTITY_MEAN_SPREAD.items()}
     nuis = nuisance_params(SynthConfig(nuisance=0.0, expression=0.0), [0] * f, list(range(f)))
     for k, v in params.items():
         (ident if k in ident else nuis)[k] = v

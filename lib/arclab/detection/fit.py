@@ -16,15 +16,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+import arclab
 from arclab.atomic import atomic_path
+from arclab.data.cache import cache_dir
+from arclab.detection import metrics
 from arclab.detection.dataset import flip_targets, scene_targets
+from arclab.detection.dense import DENSE_PARAMS, pixel_loss
+from arclab.detection.loss import RECIPES, multitask_loss
+from arclab.detection.model import RetinaFace, preprocess
+from arclab.detection.postprocess import detect
+from arclab.detection.priors import priors
 
 __all__ = ["ABLATION_ROWS", "DetectorConfig", "build_detector", "config_key",
            "evaluate_detector", "run_rows", "summarise_rows", "train_detector"]
@@ -54,8 +63,6 @@ class DetectorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from arclab.detection.loss import RECIPES
-
         if self.backbone not in ("mobilenet0.25", "resnet50"):
             raise ValueError(f"backbone must be 'mobilenet0.25' or 'resnet50', got "
                              f"{self.backbone!r}")
@@ -91,9 +98,6 @@ def config_key(cfg: DetectorConfig, data: dict) -> str:
 
 def build_detector(cfg: DetectorConfig) -> nn.Module:
     """The RetinaFace model of a config, initialised from ``cfg.seed``."""
-    from arclab.detection.dense import DENSE_PARAMS
-    from arclab.detection.model import RetinaFace
-
     torch.manual_seed(cfg.seed)
     return RetinaFace(cfg.backbone, context=cfg.context,
                       dense_dim=len(DENSE_PARAMS) if cfg.pixel else 0)
@@ -141,6 +145,81 @@ def _batch(data: dict, cfg: DetectorConfig, step: int) -> tuple[Tensor, list[dic
     return torch.stack(images), targets
 
 
+def _resume(ckpt: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer,
+            dev: torch.device) -> tuple[list[float], dict[str, list[float]], int]:
+    """Load ``ckpt`` into ``model`` and ``opt`` when it exists: (losses, terms, next step);
+    ([], {}, 0) without one.
+
+    Raises:
+        ValueError: the checkpoint's config key is not ``key`` (another config or scene set).
+    """
+    if not ckpt.is_file():
+        return [], {}, 0
+    state = torch.load(ckpt, map_location=dev, weights_only=True)
+    if state.get("key") != key:
+        raise ValueError(f"{ckpt} was written by another config or scene set; use a new "
+                         "out_dir")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return list(state["losses"]), dict(state["terms"]), int(state["step"])
+
+
+def _save(ckpt: Path, cfg: DetectorConfig, key: str, model: nn.Module,
+          opt: torch.optim.Optimizer, step: int, losses: list[float],
+          terms: dict[str, list[float]]) -> None:
+    """Write the checkpoint of ``step`` (steps done) atomically, creating its folder."""
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ckpt) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "step": step, "losses": losses, "terms": terms, "key": key,
+                    "config": {**asdict(cfg), "milestones": list(cfg.milestones)}}, tmp)
+
+
+def _pixel_term(cfg: DetectorConfig, pred: dict, result: dict, images: Tensor,
+                targets: list[dict], dev: torch.device) -> Tensor:
+    """L_pixel of a batch (:func:`arclab.detection.dense.pixel_loss`) on the best positive
+    prior of each matched face; stored in ``result["pixel"]`` and returned weighted by the
+    recipe. ``images``: (B, 3, S, S) in [0, 1]; target boxes are normalised, so × S pixels."""
+    size = images.shape[2]
+    bi, pi, fi = _best_prior_per_face(result)
+    boxes = torch.stack([targets[int(i)]["boxes"][int(f)] for i, f in
+                         zip(bi, fi)]).to(dev) * size if len(bi) else \
+        torch.zeros(0, 4, device=dev)
+    result["pixel"] = pixel_loss(pred["dense"][bi, pi], images.to(dev), boxes, bi)
+    return RECIPES[cfg.recipe]["pixel"] * result["pixel"]
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: DetectorConfig, data: dict,
+                step: int, anchors: Tensor, dev: torch.device) -> dict:
+    """One SGD step on the batch of ``step`` (:func:`_batch`) at its learning rate.
+
+    Returns the loss terms of :func:`arclab.detection.loss.multitask_loss` (+ "pixel" with
+    ``cfg.pixel``), "total" being the loss that was minimised.
+
+    Raises:
+        FloatingPointError: the loss is not finite (nothing is updated).
+    """
+    images, targets = _batch(data, cfg, step)
+    if not cfg.landmarks:
+        targets = [{**t, "landmark_valid": torch.zeros_like(t["landmark_valid"])}
+                   for t in targets]
+    for group in opt.param_groups:
+        group["lr"] = _learning_rate(cfg, step)
+    pred = model(preprocess(images.to(dev)))
+    result = multitask_loss(pred["cls"], pred["box"], pred["landmarks"],
+                            [{k: v.to(dev) for k, v in t.items()} for t in targets],
+                            anchors, recipe=cfg.recipe)
+    loss = result["total"]
+    if cfg.pixel:
+        loss = loss + _pixel_term(cfg, pred, result, images, targets, dev)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"detector loss became {loss.item()} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {**result, "total": loss}
+
+
 def train_detector(cfg: DetectorConfig, data: dict, out_dir: str | Path | None = None, *,
                    device: str | torch.device | None = None, max_steps: int | None = None,
                    progress: bool = True) -> dict:
@@ -155,14 +234,6 @@ def train_detector(cfg: DetectorConfig, data: dict, out_dir: str | Path | None =
         step} for the recipe's terms, "step", "out_dir", "seconds": training time of this
         call, "images_per_s"}.
     """
-    from tqdm.auto import tqdm
-
-    import arclab
-    from arclab.data.cache import cache_dir
-    from arclab.detection.loss import multitask_loss
-    from arclab.detection.model import preprocess
-    from arclab.detection.priors import priors
-
     size = data["images"].shape[1]
     key = config_key(cfg, data)
     out = Path(out_dir) if out_dir is not None else cache_dir() / "detectors" / key
@@ -172,67 +243,24 @@ def train_detector(cfg: DetectorConfig, data: dict, out_dir: str | Path | None =
                           weight_decay=cfg.weight_decay)
     anchors = priors((size, size), "port").to(dev)
     ckpt = out / "checkpoint.pt"
-    losses: list[float] = []
-    terms: dict[str, list[float]] = {}
-    start = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        if state.get("key") != key:
-            raise ValueError(f"{ckpt} was written by another config or scene set; use a new "
-                             "out_dir")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        losses, terms, start = list(state["losses"]), dict(state["terms"]), int(state["step"])
+    losses, terms, start = _resume(ckpt, key, model, opt, dev)
     stop = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-
-    def save(step: int) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(ckpt) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "step": step, "losses": losses, "terms": terms, "key": key,
-                        "config": {**asdict(cfg), "milestones": list(cfg.milestones)}}, tmp)
-
     model.train()
     t0 = time.perf_counter()
     bar = tqdm(range(start, stop), desc="training detector", unit="step", leave=False,
                disable=not progress, initial=start, total=stop)
     for step in bar:
-        images, targets = _batch(data, cfg, step)
-        if not cfg.landmarks:
-            targets = [{**t, "landmark_valid": torch.zeros_like(t["landmark_valid"])}
-                       for t in targets]
-        for group in opt.param_groups:
-            group["lr"] = _learning_rate(cfg, step)
-        pred = model(preprocess(images.to(dev)))
-        result = multitask_loss(pred["cls"], pred["box"], pred["landmarks"],
-                                [{k: v.to(dev) for k, v in t.items()} for t in targets],
-                                anchors, recipe=cfg.recipe)
-        loss = result["total"]
-        if cfg.pixel:
-            from arclab.detection.dense import pixel_loss
-            from arclab.detection.loss import RECIPES
-
-            bi, pi, fi = _best_prior_per_face(result)
-            boxes = torch.stack([targets[int(i)]["boxes"][int(f)] for i, f in
-                                 zip(bi, fi)]).to(dev) * size if len(bi) else \
-                torch.zeros(0, 4, device=dev)
-            result["pixel"] = pixel_loss(pred["dense"][bi, pi], images.to(dev), boxes, bi)
-            loss = loss + RECIPES[cfg.recipe]["pixel"] * result["pixel"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"detector loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        result = _train_step(model, opt, cfg, data, step, anchors, dev)
+        losses.append(result["total"].item())
         for name, value in result.items():
             if name != "total" and isinstance(value, Tensor) and value.ndim == 0:
                 terms.setdefault(name, []).append(float(value.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         if (step + 1) % 100 == 0:
-            save(step + 1)
+            _save(ckpt, cfg, key, model, opt, step + 1, losses, terms)
     bar.close()
     seconds = time.perf_counter() - t0
-    save(stop)
+    _save(ckpt, cfg, key, model, opt, stop, losses, terms)
     model.eval()
     done = stop - start
     return {"model": model, "losses": losses, "terms": terms, "step": stop, "out_dir": out,
@@ -253,9 +281,6 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
     precision)} of the subsets that have faces, "detections": the per-scene outputs of
     :func:`arclab.detection.postprocess.detect`}.
     """
-    from arclab.detection import metrics
-    from arclab.detection.postprocess import detect
-
     images = data["images"]
     dets: list[dict] = []
     for s in range(0, len(images), batch_size):
@@ -308,10 +333,6 @@ def run_rows(rows: dict[str, dict], seeds: list[int], base: DetectorConfig, trai
     "losses", "terms", "seconds"}}} (``seconds``: training time of this call, about 0 when
     the run was cached).
     """
-    from dataclasses import replace
-
-    from tqdm.auto import tqdm
-
     out: dict[str, dict[int, dict]] = {row: {} for row in rows}
     jobs = [(row, seed) for row in rows for seed in seeds]
     for row, seed in tqdm(jobs, desc="ablation runs", disable=not progress):

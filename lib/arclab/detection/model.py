@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arclab.detection.deform import DeformConv2d
+from arclab.models.weights import load_strict
 
 __all__ = ["BGR_MEAN", "RetinaFace", "load_port_weights", "preprocess"]
 
@@ -253,7 +254,5 @@ def load_port_weights(model: RetinaFace, source: str | Path | Mapping) -> Retina
         ValueError: an unreadable or non-weights file, not a mapping of names to tensors, or
             keys / shapes that differ from the model's (all named, with counts).
     """
-    from arclab.models.weights import load_strict
-
     return load_strict(model, source, wrappers=("state_dict",))
 

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["PRIOR_CONFIGS", "priors", "priors_per_level"]
+__all__ = ["PRIOR_CONFIGS", "priors", "priors_per_level", "resolve_prior_config"]
 
 PRIOR_CONFIGS: dict[str, dict[str, tuple]] = {
     "port": {"min_sizes": ((16, 32), (64, 128), (256, 512)), "steps": (8, 16, 32)},
@@ -27,7 +27,18 @@ PRIOR_CONFIGS: dict[str, dict[str, tuple]] = {
 """Anchor sizes (pixels) per level and the level's stride (pixels)."""
 
 
-def _config(config: str | dict) -> dict:
+def resolve_prior_config(config: str | dict) -> dict:
+    """The prior config ``config`` names: a key of :data:`PRIOR_CONFIGS`, or a dict with
+    ``min_sizes`` (anchor sizes per level, pixels) and ``steps`` (one stride per level, pixels),
+    returned as it is.
+
+    Raises:
+        ValueError: an unknown name, or a dict without both keys or with different lengths.
+
+    Example:
+        >>> resolve_prior_config("port")["steps"]
+        (8, 16, 32)
+    """
     if isinstance(config, str):
         if config not in PRIOR_CONFIGS:
             raise ValueError(f"config must be one of {sorted(PRIOR_CONFIGS)} or a dict, got "
@@ -56,7 +67,7 @@ def priors_per_level(image_size: tuple[int, int], config: str | dict = "port") -
         [12800, 3200, 800]
     """
     h, w = _size(image_size)
-    cfg = _config(config)
+    cfg = resolve_prior_config(config)
     return [math.ceil(h / s) * math.ceil(w / s) * len(m)
             for m, s in zip(cfg["min_sizes"], cfg["steps"])]
 
@@ -71,7 +82,7 @@ def priors(image_size: tuple[int, int], config: str | dict = "port", *,
         ((16800, 4), [4.0, 4.0, 16.0, 16.0])
     """
     h, w = _size(image_size)
-    cfg = _config(config)
+    cfg = resolve_prior_config(config)
     levels = []
     for sizes, step in zip(cfg["min_sizes"], cfg["steps"]):
         fh, fw = math.ceil(h / step), math.ceil(w / step)

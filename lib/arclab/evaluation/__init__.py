@@ -2,11 +2,16 @@
 
 - :mod:`~arclab.evaluation.allpairs`: TPR at FPR over every pair of a feature set, exactly, in
   memory that does not grow with the number of pairs (the lightweight challenge's protocol);
-- :mod:`~arclab.evaluation.verification`: LFW-style 10-fold accuracy, template/video aggregation
-  and IJB-style TAR@FAR over a pair list;
+- :mod:`~arclab.evaluation.verification`: LFW-style 10-fold accuracy, template/video
+  aggregation and IJB-style TAR@FAR over a pair list;
 - :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files;
 - :mod:`~arclab.evaluation.challenge`: scoring a submitted file as the organisers do, and
-  the paper's TPR-at-FPR tables.
+  the paper's TPR-at-FPR tables;
+- :mod:`~arclab.evaluation.counts`: how many pairs an all-pairs protocol has;
+- :mod:`~arclab.evaluation.angles`: angle statistics of an embedding (the ArcFace paper's
+  angle table, notebook 05);
+- :mod:`~arclab.evaluation.pixel_baseline`: raw pixels + PCA, the matcher that calibrates how
+  hard a SynthFaces protocol is (notebook 03).
 
 Taught in: notebooks/08_trillion_pairs.ipynb
 """

@@ -39,14 +39,18 @@ from arclab.evaluation._passes import (
 from arclab.evaluation._select import missing, nearest_step, nearest_window, strict_answer, wilson
 from arclab.evaluation._tiles import DEFAULT_BINS, PairMask, prepare
 
-__all__ = ["DEFAULT_BINS", "roc_curve_allpairs", "tpr_at_fpr"]
+__all__ = ["DEFAULT_BINS", "check_fprs", "roc_curve_allpairs", "tpr_at_fpr"]
 
 Features = Tensor | np.ndarray
 Mask = np.ndarray | Tensor | PairMask | None
 
 
-def _check_fprs(fprs: float | Sequence[float] | np.ndarray | Tensor) -> list[float]:
-    """The target rates as a list of floats, each checked to be in (0, 1]."""
+def check_fprs(fprs: float | Sequence[float] | np.ndarray | Tensor) -> list[float]:
+    """The target rates as a list of floats, each checked to be in (0, 1].
+
+    Raises:
+        ValueError: ``fprs`` is not a number or a 1-D list of numbers, or one is outside (0, 1].
+    """
     values = np.atleast_1d(np.asarray(fprs.cpu() if isinstance(fprs, Tensor) else fprs))
     if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"fprs must be a number or a 1-D list of numbers, got {fprs!r}")
@@ -65,7 +69,7 @@ def _evaluate(features: Features, ids: Tensor | np.ndarray, fprs, *, block_size:
         raise ValueError(f"rule must be 'strict' or 'nearest', got {rule!r}")
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         raise ValueError(f"ci must be a confidence level in (0, 1), got {ci!r}")
-    targets = list(dict.fromkeys(_check_fprs(fprs)))
+    targets = list(dict.fromkeys(check_fprs(fprs)))
     prob = prepare(features, ids, block_size=block_size, device=device, mask=mask)
     if prob.pos_flat.numel() == 0:
         raise ValueError("ids must repeat at least one id (no positive pair), got all distinct")
@@ -108,7 +112,7 @@ def _evaluate(features: Features, ids: Tensor | np.ndarray, fprs, *, block_size:
             info["tiles_reread"] += len(visit)
     n_pos = len(c.pos)
     results = {}
-    for f in _check_fprs(fprs):
+    for f in check_fprs(fprs):
         a = answers[f]
         results[f] = {"tpr": a["accepted"] / n_pos, "fpr_achieved": a["fpr_achieved"],
                       "threshold": a["threshold"], "tpr_ci": wilson(a["accepted"], n_pos, ci),

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arclab.data.cache import render_pairs
 from arclab.data.params import SynthConfig
+from arclab.data.splits import verification_pairs
+from arclab.evaluation.verification import verification_accuracy_10fold
 
 __all__ = ["NUISANCE_SWEEPS", "clean_config", "difficulty_sweep", "fit_pixel_pca",
            "pair_accuracy", "pixel_pca_embed"]
@@ -72,8 +75,6 @@ def clean_config(seed: int = 0) -> SynthConfig:
 
 def pair_accuracy(model: dict, left: np.ndarray, right: np.ndarray, issame) -> dict:
     """10-fold verification accuracy of the pixel-PCA baseline on image pairs (LFW rule)."""
-    from arclab.evaluation import verification_accuracy_10fold
-
     return verification_accuracy_10fold(pixel_pca_embed(left, model),
                                         pixel_pca_embed(right, model), np.asarray(issame))
 
@@ -82,9 +83,6 @@ def difficulty_sweep(model: dict, knob: str, levels=None, *, seed: int = 0,
                      n_identities: int = 300, n_pairs: int = 600, size: int = 112,
                      directory=None) -> list[float]:
     """Baseline accuracy as one nuisance knob rises from off, all other nuisances off."""
-    from arclab.data.cache import render_pairs
-    from arclab.data.splits import verification_pairs
-
     if knob not in NUISANCE_SWEEPS:
         raise ValueError(f"knob must be one of {sorted(NUISANCE_SWEEPS)}, got {knob!r}")
     accuracies = []

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from arclab.data.splits import contiguous_folds
 from arclab.evaluation._select import decimal_rank, wilson
 from arclab.evaluation._tiles import as_features, as_ids
-from arclab.evaluation.allpairs import _check_fprs
+from arclab.evaluation.allpairs import check_fprs
 
-__all__ = ["contiguous_folds", "tar_at_far", "template_features",
+__all__ = ["tar_at_far", "template_features",
            "verification_accuracy_10fold"]
 
 
@@ -36,19 +37,6 @@ def _as_labels(labels, n: int, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be ({n},) booleans or 0/1, got shape {a.shape}, "
                          f"dtype {a.dtype}")
     return a.astype(bool)
-
-
-def contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
-    """The fold (int64, shape (n,)) of each of ``n`` pairs in their order, as
-    :func:`verification_accuracy_10fold` splits them: contiguous blocks, the first
-    ``n mod n_folds`` one pair longer (``np.array_split``, insightface's unshuffled KFold).
-
-    Example:
-        >>> contiguous_folds(7, 3).tolist()
-        [0, 0, 0, 1, 1, 2, 2]
-    """
-    return np.concatenate([np.full(len(block), k, dtype=np.int64) for k, block in
-                           enumerate(np.array_split(np.arange(n), n_folds))])
 
 
 def verification_accuracy_10fold(emb1: np.ndarray | Tensor, emb2: np.ndarray | Tensor,
@@ -231,7 +219,7 @@ def tar_at_far(template_feats: np.ndarray | Tensor, template_ids: np.ndarray | T
         raise ValueError(f"rule must be 'strict' or 'nearest', got {rule!r}")
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         raise ValueError(f"ci must be a confidence level in (0, 1), got {ci!r}")
-    targets = _check_fprs(fars)
+    targets = check_fprs(fars)
     feats = as_features(template_feats, None, name="template_feats")
     tids = as_ids(template_ids, feats.shape[0], "template_ids")
     order = np.argsort(tids, kind="stable")
@@ -243,17 +231,32 @@ def tar_at_far(template_feats: np.ndarray | Tensor, template_ids: np.ndarray | T
     p = as_ids(pairs_p, n_pairs, "pairs_p")
     q = as_ids(pairs_q, len(p), "pairs_q")
     same = _as_labels(labels, len(p), "labels")
-    rows = []
-    for name, side in (("pairs_p", p), ("pairs_q", q)):
-        at = np.minimum(np.searchsorted(tids[order], side), len(tids) - 1)
-        if side.size and (tids[order][at] != side).any():
-            raise ValueError(f"{name} must name templates in template_ids, got "
-                             f"{int(side[tids[order][at] != side][0])}")
-        rows.append(torch.as_tensor(order[at], device=feats.device))
-    chunk = 1 << 20
-    scores = torch.cat([(feats[rows[0][i:i + chunk]] * feats[rows[1][i:i + chunk]]).sum(1)
-                        for i in range(0, len(p), chunk)] or [torch.zeros(0)])
-    s = scores.cpu().numpy().astype(np.float64)
+    rows = [_template_rows(name, side, tids, order) for name, side in
+            (("pairs_p", p), ("pairs_q", q))]
+    scores = _pair_scores(feats, *(torch.as_tensor(r, device=feats.device) for r in rows))
+    return _tar_rows(scores.cpu().numpy().astype(np.float64), same, targets, rule, ci)
+
+
+def _template_rows(name: str, side: np.ndarray, tids: np.ndarray, order: np.ndarray
+                   ) -> np.ndarray:
+    """The row of ``tids`` holding each template id of ``side`` (raises if one is unknown)."""
+    at = np.minimum(np.searchsorted(tids[order], side), len(tids) - 1)
+    if side.size and (tids[order][at] != side).any():
+        raise ValueError(f"{name} must name templates in template_ids, got "
+                         f"{int(side[tids[order][at] != side][0])}")
+    return order[at]
+
+
+def _pair_scores(feats: Tensor, rows_p: Tensor, rows_q: Tensor, chunk: int = 1 << 20
+                 ) -> Tensor:
+    """Cosines (Q,) of the listed pairs of (normalised) rows, ``chunk`` pairs at a time."""
+    return torch.cat([(feats[rows_p[i:i + chunk]] * feats[rows_q[i:i + chunk]]).sum(1)
+                      for i in range(0, len(rows_p), chunk)] or [torch.zeros(0)])
+
+
+def _tar_rows(s: np.ndarray, same: np.ndarray, targets: list[float], rule: str, ci: float
+              ) -> dict[float, dict]:
+    """TAR at each target FAR from the pair scores ``s`` (float64) and labels ``same``."""
     pos, neg = np.sort(s[same]), np.sort(s[~same])[::-1]
     if pos.size == 0 or neg.size == 0:
         raise ValueError(f"labels must include positive and negative pairs, got {pos.size} "

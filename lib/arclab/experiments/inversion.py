@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 __all__ = ["bn_statistics_loss", "deepinversion_bn_sum", "image_statistics", "invert", "to_uint8",
            "total_variation"]
@@ -209,8 +210,49 @@ def invert(model: nn.Module, target: Tensor, *, input_size: int, steps: int = 30
         ValueError: target not (B, D) finite and nonzero, or D not the model's; bad numbers;
             bn_weight > 0 on a model without BatchNorm layers.
     """
-    from tqdm.auto import tqdm
+    lr, bn_weight, tv_weight, l2_weight = _check_invert_args(
+        model, target, input_size=input_size, steps=steps, jitter=jitter, lr=lr,
+        bn_weight=bn_weight, tv_weight=tv_weight, l2_weight=l2_weight)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    shape = (target.shape[0], 3, input_size, input_size)
+    if init is None:
+        x0 = 0.5 * torch.randn(shape, generator=gen)
+    else:
+        if tuple(init.shape) != shape:
+            raise ValueError(f"init must have shape {shape}, got {tuple(init.shape)}")
+        x0 = init.detach().float().cpu()
+    x = x0.clamp(-1, 1).to(dev).requires_grad_(True)
+    t = F.normalize(target.detach().float(), dim=1).to(dev)
+    weights = {"bn": bn_weight, "tv": tv_weight, "l2": l2_weight}
+    try:
+        _probe(model, x, t, bn_weight)
+        opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.99))
+        history: dict[str, list[float]] = {"cosine": [], "bn": [], "tv": []}
+        layers = _bn_layers(model)  # measured even when bn_weight = 0, for comparison
+        for _ in tqdm(range(steps), desc="inverting", unit="step", leave=False,
+                      disable=not progress):
+            for key, value in _inversion_step(model, x, t, opt, layers, gen, weights,
+                                              jitter=jitter, flip=flip).items():
+                history[key].append(value)
+        with torch.no_grad():
+            final = F.cosine_similarity(model(x), t, dim=1)
+    finally:
+        for p, r in zip(model.parameters(), requires, strict=True):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return {"images": x.detach().cpu(), "cosine": final.cpu(), "history": history}
 
+
+def _check_invert_args(model: nn.Module, target: Tensor, *, input_size: int, steps: int,
+                       jitter: int, lr: float, bn_weight: float, tv_weight: float,
+                       l2_weight: float) -> tuple[float, float, float, float]:
+    """:func:`invert`'s argument checks; returns lr and the three weights as floats."""
     if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 8:
         raise ValueError(f"input_size must be an integer >= 8 pixels, got {input_size!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -228,72 +270,54 @@ def invert(model: nn.Module, target: Tensor, *, input_size: int, steps: int = 30
         raise ValueError("target must be finite with no zero rows")
     if bn_weight > 0 and not _bn_layers(model):
         raise ValueError("bn_weight > 0 needs a model with BatchNorm layers; pass bn_weight=0")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    requires = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    gen = torch.Generator().manual_seed(seed)
-    shape = (target.shape[0], 3, input_size, input_size)
-    if init is None:
-        x0 = 0.5 * torch.randn(shape, generator=gen)
-    else:
-        if tuple(init.shape) != shape:
-            raise ValueError(f"init must have shape {shape}, got {tuple(init.shape)}")
-        x0 = init.detach().float().cpu()
-    x = x0.clamp(-1, 1).to(dev).requires_grad_(True)
-    t = F.normalize(target.detach().float(), dim=1).to(dev)
+    return lr, bn_weight, tv_weight, l2_weight
+
+
+def _probe(model: nn.Module, x: Tensor, t: Tensor, bn_weight: float) -> None:
+    """One forward pass on the first image: the model's BN layers see feature maps when the
+    prior is on, and its embedding has the target's D (else ValueError)."""
+    probe_stats = _Statistics(_bn_layers(model))
     try:
-        probe_stats = _Statistics(_bn_layers(model))
-        try:
-            with torch.no_grad():
-                probe = model(x[:1])
-        finally:
-            probe_stats.close()
-        if bn_weight > 0 and probe_stats.count == 0:
-            raise ValueError("bn_weight > 0 needs BatchNorm layers on feature maps; this "
-                             "model's only normalise vectors; pass bn_weight=0")
-        if probe.ndim != 2 or probe.shape[1] != t.shape[1]:
-            raise ValueError(f"target has D = {t.shape[1]}, the model outputs "
-                             f"{tuple(probe.shape[1:])}")
-        opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.99))
-        history: dict[str, list[float]] = {"cosine": [], "bn": [], "tv": []}
-        layers = _bn_layers(model)  # measured even when bn_weight = 0, for comparison
-        for _ in tqdm(range(steps), desc="inverting", unit="step", leave=False,
-                      disable=not progress):
-            dx, dy = (torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
-                      if jitter else (0, 0))
-            view = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-            if flip and bool(torch.rand((), generator=gen) < 0.5):
-                view = view.flip(3)
-            stats = _Statistics(layers)
-            try:
-                emb = model(view)
-            finally:
-                stats.close()
-            cos = F.cosine_similarity(emb, t, dim=1)
-            bn = stats.mean() if stats.count else torch.zeros((), device=dev)
-            tv = total_variation(x)
-            loss = (1 - cos).mean() + bn_weight * bn + tv_weight * tv \
-                + l2_weight * x.pow(2).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the inversion loss became {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(-1, 1)
-            history["cosine"].append(cos.mean().item())
-            history["bn"].append(float(bn.detach()))
-            history["tv"].append(tv.item())
         with torch.no_grad():
-            final = F.cosine_similarity(model(x), t, dim=1)
+            probe = model(x[:1])
     finally:
-        for p, r in zip(model.parameters(), requires, strict=True):
-            p.requires_grad_(r)
-        model.train(was_training)
-    return {"images": x.detach().cpu(), "cosine": final.cpu(), "history": history}
+        probe_stats.close()
+    if bn_weight > 0 and probe_stats.count == 0:
+        raise ValueError("bn_weight > 0 needs BatchNorm layers on feature maps; this "
+                         "model's only normalise vectors; pass bn_weight=0")
+    if probe.ndim != 2 or probe.shape[1] != t.shape[1]:
+        raise ValueError(f"target has D = {t.shape[1]}, the model outputs "
+                         f"{tuple(probe.shape[1:])}")
+
+
+def _inversion_step(model: nn.Module, x: Tensor, t: Tensor, opt: torch.optim.Optimizer,
+                    layers: list, gen: torch.Generator, weights: dict[str, float], *,
+                    jitter: int, flip: bool) -> dict[str, float]:
+    """One Adam step on the pixels ``x`` (jittered, maybe mirrored view); returns the step's
+    batch-mean cosine, BN distance (unweighted) and total variation."""
+    dx, dy = (torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
+              if jitter else (0, 0))
+    view = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if flip and bool(torch.rand((), generator=gen) < 0.5):
+        view = view.flip(3)
+    stats = _Statistics(layers)
+    try:
+        emb = model(view)
+    finally:
+        stats.close()
+    cos = F.cosine_similarity(emb, t, dim=1)
+    bn = stats.mean() if stats.count else torch.zeros((), device=x.device)
+    tv = total_variation(x)
+    loss = (1 - cos).mean() + weights["bn"] * bn + weights["tv"] * tv \
+        + weights["l2"] * x.pow(2).mean()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the inversion loss became {loss.item()}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        x.clamp_(-1, 1)
+    return {"cosine": cos.mean().item(), "bn": float(bn.detach()), "tv": tv.item()}
 
 
 def to_uint8(images: Tensor) -> np.ndarray:

@@ -23,6 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from arclab.data.align import align_faces
+from arclab.data.cache import FaceDataset, cache_dir
+from arclab.detection.postprocess import detect
+from arclab.evaluation import template_features, tpr_at_fpr
+from arclab.models import embed_images
+from arclab.train import train
+from arclab.train.config import weights_key
 
 __all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "compare",
            "detect_align_embed", "enroll", "face_crops", "fit_box_layout", "pair_indices",
@@ -137,9 +143,6 @@ def detect_align_embed(detector: nn.Module, model: nn.Module, images: np.ndarray
     Returns: {"features": (N, D) float32, "crops": uint8 (N, size, size, 3), and the
     :func:`best_detections` keys "boxes", "landmarks", "scores", "found"}.
     """
-    from arclab.detection.postprocess import detect
-    from arclab.models import embed_images
-
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3 \
             or images.dtype != np.uint8:
         raise ValueError(f"images must be a uint8 (N, H, W, 3) array, got "
@@ -199,10 +202,6 @@ def train_on_crops(cfg, crops: np.ndarray, labels: np.ndarray, *, tag: str,
     import hashlib
     import json
 
-    from arclab.data.cache import FaceDataset, cache_dir
-    from arclab.train import train
-    from arclab.train.config import weights_key
-
     labels = np.asarray(labels)
     h = hashlib.sha256(json.dumps(weights_key(cfg.to_dict()), sort_keys=True).encode())
     h.update(np.ascontiguousarray(crops).tobytes())
@@ -219,8 +218,6 @@ def verification_threshold(features: Tensor | np.ndarray, ids, fpr: float) -> di
     pair of ``features`` (N, D) with identities ``ids`` (N,), strict rule (the achieved FPR
     never exceeds ``fpr``). Returns {"threshold", "fpr" (target), "fpr_achieved", "tpr",
     "tpr_ci"}: what :func:`compare` and :func:`search` then accept above."""
-    from arclab.evaluation import tpr_at_fpr
-
     r = tpr_at_fpr(features, ids, [fpr], progress=False)[fpr]
     return {"threshold": float(r["threshold"]), "fpr": float(fpr),
             "fpr_achieved": float(r["fpr_achieved"]), "tpr": float(r["tpr"]),
@@ -279,8 +276,6 @@ def enroll(detector: nn.Module, model: nn.Module, images: list[np.ndarray] | np.
     in which a face was found. Returns {"identities": (G,) ids, "features": (G, D),
     "skipped": indices of images without a face}. Raises ValueError if an identity has no
     usable image."""
-    from arclab.evaluation import template_features
-
     images = [_one_image(im, f"images[{i}]") for i, im in enumerate(images)]
     ids = np.asarray(identities)
     if ids.shape != (len(images),):
@@ -329,8 +324,6 @@ def search_video(detector: nn.Module, model: nn.Module, frames: np.ndarray, gall
     aligned and embedded, aggregated into one feature (``weighting`` as in
     :func:`arclab.evaluation.template_features`: "mean" or "norm3", the cube of the feature
     norm as a quality weight) over the frames where a face was found. Adds "frames_used"."""
-    from arclab.evaluation import template_features
-
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be a uint8 (T, H, W, 3) array, got "
                          f"{getattr(frames, 'dtype', type(frames).__name__)} "

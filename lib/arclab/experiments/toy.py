@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from arclab.losses.heads import make_head
+from arclab.losses.margins import MarginLoss
+
 __all__ = ["angles_to_centres", "angular_stats", "embedding_mlp", "fit_embedding",
            "fit_linear_classifier", "linear_logits", "make_blobs_2d", "make_identities",
            "scale_consistency"]
@@ -163,9 +166,6 @@ def fit_embedding(x: Tensor, y: Tensor, *, preset: str, emb_dim: int = 2, s: flo
         {"features": (N, emb_dim) embeddings after training, "weight": (C, emb_dim) class
         weights, "losses": one float per step, "model", "head"}.
     """
-    from arclab.losses.heads import make_head
-    from arclab.losses.margins import MarginLoss
-
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     torch.manual_seed(seed)

@@ -31,6 +31,7 @@ __all__ = [
     "PRESETS",
     "MarginLoss",
     "Margin",
+    "check_inputs",
     "margin_logits",
     "overflow_angle",
     "safe_acos",
@@ -168,7 +169,12 @@ def _check_scale(s: float) -> None:
         raise ValueError(f"s must be a finite number > 0, got {s!r}")
 
 
-def _check_inputs(cosine: Tensor, labels: Tensor, s: float) -> None:
+def check_inputs(cosine: Tensor, labels: Tensor, s: float) -> None:
+    """Check a margin's inputs: cosine (N, C) finite in [-1, 1], labels (N,) in [-1, C), s > 0.
+
+    Raises:
+        ValueError: naming the argument that is wrong and what was expected.
+    """
     _check_matrix(cosine, "cosine")
     _check_labels(labels, *cosine.shape)
     _check_scale(s)
@@ -209,7 +215,7 @@ def margin_logits(cosine: Tensor, labels: Tensor, *, s: float = 64.0, m1: float 
 
     Taught in: notebooks/02_margin_zoo.ipynb
     """
-    _check_inputs(cosine, labels, s)
+    check_inputs(cosine, labels, s)
     if gradient not in ("exact", "straight_through"):
         raise ValueError(f"gradient must be 'exact' or 'straight_through', got {gradient!r}")
     target_logit(cosine.new_zeros(0), m1=m1, m2=m2, m3=m3, overflow=overflow)  # checks options

@@ -1,10 +1,11 @@
-"""Sub-center ArcFace analysis: dominant sub-centers, angles to them, and drop-and-retrain.
+"""Sub-center ArcFace analysis: dominant sub-centers, angles to them, which samples to drop.
 
 A sub-center head (:class:`arclab.losses.heads.SubCenterNormLinear`) gives each class K sub-centers
 (weight rows ``c·K + k``). After training, most clean samples of a class pick the same
 sub-center, the *dominant* one; hard and mislabelled samples gather at the others or sit far
 from all of them. The TPAMI paper drops the samples whose angle to their class's dominant
-sub-center exceeds 75° and retrains a K = 1 model on the rest (:func:`drop_noisy`).
+sub-center exceeds 75° (:func:`drop_noisy`) and retrains a K = 1 model on the rest
+(:func:`arclab.experiments.ablations.run_subcenter_table`).
 
 Angles are in degrees throughout. Features (N, D) are L2-normalised inside.
 
@@ -18,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NOISE_NAMES", "TABLE_ROWS", "drop_noisy", "drop_quality", "dominant_subcenters",
-           "run_table", "threshold_sweep"]
+__all__ = ["NOISE_NAMES", "drop_noisy", "drop_quality", "dominant_subcenters", "threshold_sweep"]
 
 NOISE_NAMES = {0: "clean", 1: "closed-set flip", 2: "open-set outlier"}
 """The codes of :func:`arclab.data.splits.inject_label_noise`."""
@@ -180,78 +180,3 @@ def threshold_sweep(angles, noise, thresholds_deg) -> list[dict]:
         rows.append({"threshold_deg": float(t), "kept_fraction": float((~dropped).mean()),
                      **drop_quality(dropped, noise)})
     return rows
-
-
-TABLE_ROWS = ("clean, K=1", "noisy, K=1", "noisy, K=3", "noisy, K=10",
-              "noisy, K=3, drop, K=1")
-"""The rows of the TPAMI table that :func:`run_table` trains (K=10 only if asked for)."""
-
-
-def run_table(seeds: list[int], *, spec_kwargs: dict, label_noise: dict,
-              allpairs: tuple, train_set: tuple, ks: tuple[int, ...] = (1, 3, 10),
-              drop_k: int = 3, threshold_deg: float = 75.0,
-              fprs: tuple[float, ...] = (1e-4, 1e-3), progress: bool = True) -> dict:
-    """Train (or reload from the run cache) the sub-center table's rows for every seed.
-
-    For each seed: ArcFace with K = 1 on the clean labels; K in ``ks`` on the noisy labels;
-    then K = ``drop_k``'s model embeds the (noisy) training set, :func:`drop_noisy` keeps the
-    samples within ``threshold_deg`` of their dominant sub-center, and K = 1 is retrained from
-    scratch on those (same seed, same schedule in epochs, fewer steps as the set is smaller).
-
-    Args:
-        spec_kwargs: :func:`arclab.train.spec.tutorial_spec` arguments shared by every run.
-        label_noise: {"closed_rate", "open_rate", "seed"} for the noisy rows.
-        allpairs: (uint8 images (N, H, W, 3), ids (N,)) of unseen identities: TPR at ``fprs``
-            over all pairs (strict rule) with Wilson intervals.
-        train_set: (uint8 images, noisy labels, noise codes) of the noisy training set, in
-            item order (:func:`arclab.data.splits.noisy_training_set`).
-
-    Returns:
-        {row: {seed: {"tpr": {fpr: value}, "tpr_ci": {fpr: [lo, hi]}, "theta_y": final mean
-        angle to the own class weight (degrees)}}} and, under the key ``"drop"``,
-        {seed: {"keep", "stats", "quality" (:func:`drop_quality`), "analysis" (arrays of
-        :func:`dominant_subcenters` for the ``drop_k`` model)}}.
-    """
-    from tqdm.auto import tqdm
-
-    from arclab.evaluation import tpr_at_fpr
-    from arclab.models import embed_images
-    from arclab.train.spec import run_spec, tutorial_spec
-
-    images, labels, noise = train_set[0], np.asarray(train_set[1]), np.asarray(train_set[2])
-    if drop_k not in ks:
-        raise ValueError(f"drop_k ({drop_k}) must be one of ks {ks}")
-    rows = ["clean, K=1", *[f"noisy, K={k}" for k in ks], f"noisy, K={drop_k}, drop, K=1"]
-    out: dict = {r: {} for r in rows} | {"drop": {}}
-
-    def score(run: dict) -> dict:
-        feats = embed_images(run["model"], allpairs[0])
-        r = tpr_at_fpr(feats, allpairs[1], list(fprs), progress=False)
-        return {"tpr": {f: r[f]["tpr"] for f in fprs},
-                "tpr_ci": {f: list(r[f]["tpr_ci"]) for f in fprs},
-                "theta_y": run["target_angles"][-1] if run["target_angles"] else None}
-
-    bar = tqdm(total=len(seeds) * len(rows), desc="sub-center runs", disable=not progress)
-    for seed in seeds:
-        out["clean, K=1"][seed] = score(run_spec(tutorial_spec(**spec_kwargs, seed=seed),
-                                                 progress=False))
-        bar.update()
-        for k in ks:
-            run = run_spec(tutorial_spec(**spec_kwargs, seed=seed, subcenters=k,
-                                         label_noise=label_noise), progress=False)
-            out[f"noisy, K={k}"][seed] = score(run)
-            bar.update()
-            if k == drop_k:
-                feats = embed_images(run["model"], images, flip=False)
-                d = drop_noisy(feats, labels, run["head"],
-                               threshold_deg=threshold_deg)
-                out["drop"][seed] = {"keep": d["keep"], "stats": d["stats"],
-                                     "quality": drop_quality(d["drop"], noise),
-                                     "analysis": d}
-        keep = out["drop"][seed]["keep"].tolist()
-        retrain = run_spec(tutorial_spec(**spec_kwargs, seed=seed, label_noise=label_noise,
-                                         keep=keep), progress=False)
-        out[rows[-1]][seed] = score(retrain)
-        bar.update()
-    bar.close()
-    return out

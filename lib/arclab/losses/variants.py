@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from arclab.losses.margins import _check_inputs, safe_acos
+from arclab.losses.margins import check_inputs, safe_acos
 
 __all__ = ["li_arcface_logits", "sphereface_lambda", "sphereface_psi", "sphereface_target_logit"]
 
@@ -63,7 +63,7 @@ def li_arcface_logits(cosine: Tensor, labels: Tensor, *, s: float = 64.0,
 
     Shapes and label convention as :func:`margin_logits`. Units: m in radians.
     """
-    _check_inputs(cosine, labels, s)
+    check_inputs(cosine, labels, s)
     theta = safe_acos(cosine)
     shift = torch.zeros_like(theta)
     rows = (labels >= 0).nonzero().squeeze(1)

@@ -12,9 +12,10 @@ from arclab.models.flops import (
     count_flops,
     track_margins,
 )
-from arclab.models.iresnet import IRESNET_LAYERS, MODEL_NAMES, get_model, iresnet
+from arclab.models.iresnet import IRESNET_LAYERS, iresnet
 from arclab.models.mobilefacenet import mobilefacenet, y2
 from arclab.models.mobilenet_lfr import mnet_lfr
+from arclab.models.registry import MODEL_NAMES, get_model
 from arclab.models.weights import load_backbone_weights
 
 __all__ = ["IRESNET_LAYERS", "MODEL_NAMES", "TRACK_LIMITS", "backbone_costs", "check_track",

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 __all__ = ["embed_images", "extract_embeddings"]
 
@@ -27,8 +29,6 @@ def extract_embeddings(model: nn.Module, loader: Iterable, *, flip: bool = True,
         >>> extract_embeddings(net, [torch.rand(3, 3, 2, 2)]).shape
         torch.Size([3, 4])
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters(), torch.zeros(0)).device  # a parameter-free model: CPU
     was_training = model.training
     model.eval()
@@ -61,8 +61,6 @@ def embed_images(model: nn.Module, images, *, batch_size: int = 256, flip: bool 
         >>> embed_images(net, np.zeros((5, 2, 2, 3), np.uint8), batch_size=2).shape
         torch.Size([5, 4])
     """
-    import numpy as np
-
     if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3) uint8, got shape "
                          f"{getattr(images, 'shape', None)}")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from arclab.models.registry import get_model
+
 __all__ = ["TRACK_LIMITS", "backbone_costs", "check_track", "count_flops", "track_margins"]
 
 TRACK_LIMITS: dict[str, dict[str, float]] = {
@@ -131,8 +133,6 @@ def backbone_costs(names, input_size: int = 112) -> dict[str, dict]:
         >>> backbone_costs(["mbf"], 112)["mbf"]["light"]
         True
     """
-    from arclab.models.iresnet import get_model
-
     out = {}
     for name in names:
         with torch.device("meta"):  # no weights are allocated, no arithmetic is done

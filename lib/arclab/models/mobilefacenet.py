@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from arclab.models.iresnet import downsampled_size
+from arclab.models.shapes import downsampled_size
 
 __all__ = ["MobileFaceNet", "mobilefacenet", "y2"]
 

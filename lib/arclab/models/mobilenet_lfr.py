@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from arclab.models.iresnet import downsampled_size
+from arclab.models.shapes import downsampled_size
 
 __all__ = ["LFR_LIGHT_ROWS", "InvertedResidual", "LFRMobileNet", "mnet_lfr"]
 

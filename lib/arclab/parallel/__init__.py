@@ -10,7 +10,8 @@
 - :func:`launch`: run a function on several local ranks (for notebooks and tests).
 - :mod:`arclab.parallel.collectives`: the differentiable all-gather and all-reduce.
 - :mod:`arclab.parallel.measure`: per-rank memory and step times, the equality check against
-  the dense loss (functions to launch on every rank), the memory model over many sizes.
+  the dense loss (functions to launch on every rank).
+- :mod:`arclab.parallel.sizing`: the memory model over many sizes, and beside the measurements.
 
 Taught in: notebooks/07_sharded_fc.ipynb
 """

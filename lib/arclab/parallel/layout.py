@@ -15,20 +15,31 @@ import hashlib
 import torch
 from torch import Tensor
 
-__all__ = ["INIT_BLOCK", "class_range", "fc_memory", "init_weight"]
+__all__ = ["INIT_BLOCK", "check_sample_rate", "class_range", "fc_memory", "init_weight",
+           "positive_int", "seed_of"]
 
 INIT_BLOCK = 1024
 """Classes per random-number block of :func:`init_weight` (the weight is the same for every
 world size because each block has its own generator)."""
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
+    """``value`` when it is an int >= 1 (bool refused); ``name`` is for the error.
+
+    Raises:
+        ValueError: anything else, naming ``name``.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
-def _check_sample_rate(sample_rate: object) -> float:
+def check_sample_rate(sample_rate: object) -> float:
+    """Partial FC's ``sample_rate`` as a float when it is a number in (0, 1] (bool refused).
+
+    Raises:
+        ValueError: anything else.
+    """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) \
             or not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be a number in (0, 1], got {sample_rate!r}")
@@ -48,8 +59,8 @@ def class_range(num_classes: int, world_size: int, rank: int) -> tuple[int, int]
         >>> [class_range(7, 3, r) for r in range(3)]
         [(0, 3), (3, 5), (5, 7)]
     """
-    _positive_int("num_classes", num_classes)
-    _positive_int("world_size", world_size)
+    positive_int("num_classes", num_classes)
+    positive_int("world_size", world_size)
     if num_classes < world_size:
         raise ValueError(f"num_classes must be >= the world size ({world_size}), "
                          f"got {num_classes}")
@@ -60,7 +71,14 @@ def class_range(num_classes: int, world_size: int, rank: int) -> tuple[int, int]
     return start, start + base + (rank < extra)
 
 
-def _seed_of(*parts: int) -> int:
+def seed_of(*parts: int) -> int:
+    """A generator seed in [0, 2⁶³) from integers (a 64-bit BLAKE2b hash of their decimal
+    text, so stable across processes and platforms), e.g. (seed, block) or (seed, step, rank).
+
+    Example:
+        >>> seed_of(0, 1) == seed_of(0, 1), seed_of(0, 1) == seed_of(1, 0)
+        (True, False)
+    """
     digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
@@ -81,7 +99,7 @@ def init_weight(start: int, stop: int, embedding_size: int, *, subcenters: int =
     k = subcenters
     out = torch.empty((stop - start) * k, embedding_size)
     for block in range(start // INIT_BLOCK, -(-stop // INIT_BLOCK)):
-        gen = torch.Generator().manual_seed(_seed_of(seed, block))
+        gen = torch.Generator().manual_seed(seed_of(seed, block))
         values = torch.randn(INIT_BLOCK * k, embedding_size, generator=gen) * std
         lo, hi = max(start, block * INIT_BLOCK), min(stop, (block + 1) * INIT_BLOCK)
         first = block * INIT_BLOCK
@@ -109,10 +127,10 @@ def fc_memory(num_classes: int, embedding_size: int, world_size: int = 1, *,
 
     Taught in: notebooks/07_sharded_fc.ipynb
     """
-    _positive_int("embedding_size", embedding_size)
-    _positive_int("batch_size", batch_size)
-    k = _positive_int("subcenters", subcenters)
-    rate = _check_sample_rate(sample_rate)
+    positive_int("embedding_size", embedding_size)
+    positive_int("batch_size", batch_size)
+    k = positive_int("subcenters", subcenters)
+    rate = check_sample_rate(sample_rate)
     start, stop = class_range(num_classes, world_size, 0)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")

@@ -2,9 +2,9 @@
 
 :func:`fc_step_stats` and :func:`equality_check` run on every rank of a group (pass them to
 :func:`arclab.parallel.launch`, which is why they live here and not in a notebook);
-:func:`memory_table` and :func:`ranks_needed` are the closed-form model of
-:func:`arclab.parallel.fc_memory` over many sizes; :func:`dense_margin_loss` is the
-single-process reference the sharded loss must equal.
+:func:`dense_margin_loss` is the single-process reference the sharded loss must equal.
+The closed-form model over many sizes (:func:`memory_table`, :func:`ranks_needed`,
+:func:`measured_vs_model`) lives in :mod:`arclab.parallel.sizing`.
 
 Units: bytes everywhere (MB = 10⁶ bytes where a caller converts), seconds for times.
 
@@ -25,12 +25,11 @@ from torch import Tensor
 from arclab.losses.heads import NormLinear, SubCenterNormLinear
 from arclab.losses.margins import PRESETS, Margin, MarginLoss
 from arclab.parallel.collectives import all_gather_sizes, gather_rows, world
-from arclab.parallel.layout import _positive_int, fc_memory, init_weight
+from arclab.parallel.layout import init_weight, positive_int
 from arclab.parallel.optim import RowSGD
 from arclab.parallel.sharded import ShardedMarginFC
 
-__all__ = ["dense_margin_loss", "equality_check", "fc_step_stats", "measured_vs_model",
-           "memory_table", "ranks_needed"]
+__all__ = ["dense_margin_loss", "equality_check", "fc_step_stats"]
 
 
 def _rank_device() -> torch.device:
@@ -163,16 +162,13 @@ def fc_step_stats(rank: int, world_size: int, num_classes: int, embedding_size: 
 
     Taught in: notebooks/07_sharded_fc.ipynb
     """
-    _positive_int("repeats", repeats)
-    _positive_int("batch_size", batch_size)
+    positive_int("repeats", repeats)
+    positive_int("batch_size", batch_size)
     if threads is not None:
-        torch.set_num_threads(_positive_int("threads", threads))
+        torch.set_num_threads(positive_int("threads", threads))
     device = _rank_device()
-    base, extra = divmod(batch_size, world_size)
-    sizes = [base + (r < extra) for r in range(world_size)]
-    x_all, y_all = _global_batch(batch_size, num_classes, embedding_size, seed)
-    x, y = x_all[_rows(sizes, rank)].to(device), y_all[_rows(sizes, rank)].to(device)
-    del x_all, y_all
+    sizes, x, y = _rank_batch(rank, world_size, num_classes, embedding_size, batch_size, seed,
+                              device)
     peak = _Peak(device)
     out: dict = {"rank": rank, "world_size": world_size, "batch": sizes[rank],
                  "global_batch": batch_size, "threads": torch.get_num_threads(),
@@ -189,21 +185,50 @@ def fc_step_stats(rank: int, world_size: int, num_classes: int, embedding_size: 
         saved, grad_bytes = _measured_step(fc, opt, x, y)
         _sync(device)
         growth = peak.growth()
-        kept = fc.stop - fc.start if fc.kept_classes is None else len(fc.kept_classes)
-        shape = (batch_size, kept * fc.subcenters)
-        logit_sizes = [nbytes for nbytes, s in saved.values() if s == shape]
         out.update(classes=fc.stop - fc.start, weight=fc.weight.nbytes,
                    momentum=opt.state[fc.weight]["momentum_buffer"].nbytes)
-        out["modes"].append({"sample_rate": float(rate), "kept": kept, "weight_grad": grad_bytes,
-                             "saved": sum(nbytes for nbytes, _ in saved.values()),
-                             "logits": max(logit_sizes, default=0),
-                             "logit_copies": len(logit_sizes), "peak_growth": growth,
-                             "times": []})
+        out["modes"].append(_mode_record(fc, rate, saved, grad_bytes, growth, batch_size))
         del fc, opt
+    _time_steps(embedding_size, num_classes, seed, device, x, y, out["modes"], repeats)
+    return out
+
+
+def _rank_batch(rank: int, world_size: int, num_classes: int, embedding_size: int,
+                batch_size: int, seed: int, device: torch.device
+                ) -> tuple[list[int], Tensor, Tensor]:
+    """fc_step_stats' split of a seeded global batch of ``batch_size``: the per-rank sizes
+    (the first ``batch_size % W`` ranks take one more) and this rank's rows, x (n_r, D) float32
+    and y (n_r,) int64, on ``device``."""
+    base, extra = divmod(batch_size, world_size)
+    sizes = [base + (r < extra) for r in range(world_size)]
+    x_all, y_all = _global_batch(batch_size, num_classes, embedding_size, seed)
+    x, y = x_all[_rows(sizes, rank)].to(device), y_all[_rows(sizes, rank)].to(device)
+    return sizes, x, y
+
+
+def _mode_record(fc: ShardedMarginFC, rate: float, saved: dict[int, tuple[int, tuple[int, ...]]],
+                 grad_bytes: int, growth: int | None, batch_size: int) -> dict:
+    """fc_step_stats' entry of one sample rate, from the layer after its measured step and what
+    :func:`_measured_step` recorded (bytes; ``times`` is filled later)."""
+    kept = fc.stop - fc.start if fc.kept_classes is None else len(fc.kept_classes)
+    shape = (batch_size, kept * fc.subcenters)
+    logit_sizes = [nbytes for nbytes, s in saved.values() if s == shape]
+    return {"sample_rate": float(rate), "kept": kept, "weight_grad": grad_bytes,
+            "saved": sum(nbytes for nbytes, _ in saved.values()),
+            "logits": max(logit_sizes, default=0),
+            "logit_copies": len(logit_sizes), "peak_growth": growth, "times": []}
+
+
+def _time_steps(embedding_size: int, num_classes: int, seed: int, device: torch.device,
+                x: Tensor, y: Tensor, modes: list[dict], repeats: int) -> None:
+    """fc_step_stats' timing: one fresh layer and RowSGD run ``repeats`` training steps per
+    mode, the modes' sample rates alternating within each round after one warm-up round; each
+    step is fenced by barriers (the slowest rank's time), its seconds appended to the mode's
+    ``times``."""
     fc = ShardedMarginFC(embedding_size, num_classes, seed=seed).to(device)
     opt = RowSGD(fc.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     for round_ in range(repeats + 1):  # round 0 warms up and is not kept
-        for mode in out["modes"]:
+        for mode in modes:
             fc.sample_rate = mode["sample_rate"]
             _barrier()
             _sync(device)
@@ -215,43 +240,6 @@ def fc_step_stats(rank: int, world_size: int, num_classes: int, embedding_size: 
             _barrier()
             if round_:
                 mode["times"].append(time.perf_counter() - start)
-    return out
-
-
-def measured_vs_model(stats: dict[int, list[dict]], num_classes: int,
-                      embedding_size: int) -> list[dict]:
-    """Rank 0's measured bytes beside :func:`fc_memory`'s model, one row per (W, rate).
-
-    ``stats`` maps a world size to what :func:`fc_step_stats` returned on its ranks. The model
-    takes the per-rank batch as global batch / W, so it is exact when W divides the batch.
-    Each row: world_size, sample_rate, classes, kept, the measured weight, weight_grad,
-    momentum, logits, saved, logit_copies, peak_growth (None where unknown) and the model's
-    ``model_<key>`` for weight, weight_grad, momentum, logits and total.
-
-    Example:
-        >>> mode = {"sample_rate": 1.0, "kept": 10, "weight_grad": 160, "logits": 80,
-        ...         "saved": 300, "logit_copies": 3, "peak_growth": None, "times": [0.1]}
-        >>> stats = {1: [{"classes": 10, "weight": 160, "momentum": 160, "global_batch": 2,
-        ...               "modes": [mode]}]}
-        >>> row = measured_vs_model(stats, 10, 4)[0]
-        >>> row["weight"] == row["model_weight"], row["model_total"]
-        (True, 640)
-
-    Taught in: notebooks/07_sharded_fc.ipynb
-    """
-    rows = []
-    for world_size, ranks in stats.items():
-        first = ranks[0]
-        for mode in first["modes"]:
-            model = fc_memory(num_classes, embedding_size, world_size,
-                              batch_size=max(1, first["global_batch"] // world_size),
-                              sample_rate=mode["sample_rate"])
-            rows.append({"world_size": world_size, "classes": first["classes"],
-                         "weight": first["weight"], "momentum": first["momentum"],
-                         **{k: v for k, v in mode.items() if k != "times"},
-                         **{f"model_{k}": model[k] for k in ("weight", "weight_grad",
-                                                             "momentum", "logits", "total")}})
-    return rows
 
 
 def dense_margin_loss(weight: Tensor, x: Tensor, y: Tensor, *, margin: str | Margin = "arcface",
@@ -272,7 +260,7 @@ def dense_margin_loss(weight: Tensor, x: Tensor, y: Tensor, *, margin: str | Mar
 
     Taught in: notebooks/07_sharded_fc.ipynb
     """
-    k = _positive_int("subcenters", subcenters)
+    k = positive_int("subcenters", subcenters)
     m = PRESETS[margin] if isinstance(margin, str) else margin
     c, d = weight.shape[0] // k, weight.shape[1]
     head = SubCenterNormLinear(d, c, subcenters=k) if k > 1 else NormLinear(d, c)
@@ -373,55 +361,3 @@ def _compare(fc: ShardedMarginFC, x: Tensor, loss: Tensor, weight: Tensor, x_all
             "unsampled_grad_max": grad[others].abs().max().item() if bool(others.any())
             else 0.0, "dense_loss": ref_loss.item(), "local_only_loss": local_loss.item(),
             "kept": len(kept_local), "classes": [fc.start, fc.stop]}
-
-
-def memory_table(class_counts: Sequence[int], world_sizes: Sequence[int],
-                 sample_rates: Sequence[float], embedding_size: int = 512, *,
-                 batch_size: int = 64, dtype: torch.dtype = torch.float32) -> list[dict]:
-    """:func:`fc_memory` over a grid, plus the all-gathered features: one row per
-    (classes, world size, rate), sizes per rank in bytes.
-
-    ``batch_size`` is per rank, so the global batch is ``batch_size`` × W (the slides: 64 per
-    GPU on 8 GPUs, 512 in all); features = global batch × D × bytes per element.
-
-    Example (the slides' row: 256 MB of W per GPU on 8, 1 MB of aggregated features):
-        >>> row = memory_table([1_000_000], [8], [1.0])[0]
-        >>> row["weight"], row["features"]
-        (256000000, 1048576)
-
-    Taught in: notebooks/07_sharded_fc.ipynb
-    """
-    b = torch.empty((), dtype=dtype).element_size()
-    rows = []
-    for c in class_counts:
-        for w in world_sizes:
-            for r in sample_rates:
-                m = fc_memory(c, embedding_size, w, batch_size=batch_size, sample_rate=r,
-                              dtype=dtype)
-                rows.append({"classes": c, "world_size": w, "sample_rate": float(r), **m,
-                             "features": batch_size * w * embedding_size * b})
-    return rows
-
-
-def ranks_needed(num_classes: int, embedding_size: int, device_bytes: int | float, *,
-                 batch_size: int = 64, sample_rate: float = 1.0,
-                 dtype: torch.dtype = torch.float32, max_world_size: int = 4096) -> int | None:
-    """The smallest world size whose FC (:func:`fc_memory` total) fits in ``device_bytes``.
-
-    With the per-rank batch n fixed, the global batch n·W grows with W, so the logits per rank,
-    (n·W)·(C/W)·r = n·C·r elements (and as many for their gradient), do not shrink: the total
-    falls towards that floor, and when the floor alone exceeds the device no world size fits
-    (None). Counts the FC only (W, its gradient, momentum, logits), not the backbone.
-
-    Example:
-        >>> ranks_needed(1_000_000, 512, 2e9), ranks_needed(100_000_000, 512, 32e9)
-        (5, None)
-
-    Taught in: notebooks/07_sharded_fc.ipynb
-    """
-    for w in range(1, min(max_world_size, num_classes) + 1):
-        m = fc_memory(num_classes, embedding_size, w, batch_size=batch_size,
-                      sample_rate=sample_rate, dtype=dtype)
-        if m["total"] <= device_bytes:
-            return w
-    return None

@@ -57,11 +57,11 @@ from arclab.parallel.collectives import (
     world,
 )
 from arclab.parallel.layout import (
-    _check_sample_rate,
-    _positive_int,
-    _seed_of,
+    check_sample_rate,
     class_range,
     init_weight,
+    positive_int,
+    seed_of,
 )
 
 __all__ = ["ShardedMarginFC"]
@@ -173,10 +173,10 @@ class ShardedMarginFC(nn.Module):
                  sample_rate: float = 1.0, subcenters: int = 1,
                  process_group: dist.ProcessGroup | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.embedding_size = _positive_int("embedding_size", embedding_size)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.subcenters = _positive_int("subcenters", subcenters)
-        self.sample_rate = _check_sample_rate(sample_rate)
+        self.embedding_size = positive_int("embedding_size", embedding_size)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.subcenters = positive_int("subcenters", subcenters)
+        self.sample_rate = check_sample_rate(sample_rate)
         if isinstance(margin, str):
             if margin not in PRESETS:
                 raise ValueError(f"margin must be one of {sorted(PRESETS)} or a Margin, "
@@ -236,7 +236,7 @@ class ShardedMarginFC(nn.Module):
         owned = (labels >= self.start) & (labels < self.stop)
         positives = torch.unique(labels[owned] - self.start).cpu()
         n_keep = min(n_local, max(positives.numel(), round(self.sample_rate * n_local), 1))
-        gen = torch.Generator().manual_seed(_seed_of(self.seed, self.step, self.rank))
+        gen = torch.Generator().manual_seed(seed_of(self.seed, self.step, self.rank))
         order = torch.randperm(n_local, generator=gen)
         is_positive = torch.zeros(n_local, dtype=torch.bool)
         is_positive[positives] = True

@@ -13,6 +13,11 @@ import json
 import os
 import sys
 
+import torch
+import torch.distributed as dist
+
+from arclab.train.spec import load_spec, run_spec
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m arclab.train", description=__doc__,
@@ -26,10 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from arclab.train.spec import load_spec, run_spec
-
     try:
         spec = load_spec(args.spec)  # fails before any process group, rendering or training
     except (OSError, ValueError) as err:
@@ -38,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
-        import torch.distributed as dist
-
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if device is None:
             device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"

@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import yaml
+
 from arclab.losses.margins import PRESETS
 
 __all__ = ["AMP_MODES", "LOSSES", "TrainConfig", "learning_rate", "load_config", "weights_key"]
@@ -142,8 +144,6 @@ def load_config(source: dict | str | Path) -> TrainConfig:
         >>> load_config({"backbone": "mbf", "milestones": [0.4, 0.8]}).milestones
         (0.4, 0.8)
     """
-    import yaml
-
     data = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"a training config must be a mapping of keys, got {type(data).__name__}")

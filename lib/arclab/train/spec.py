@@ -23,6 +23,9 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
       weight: 1.0           # λ of the feature term
       copy_head: true       # start from the teacher's classifier and keep it fixed
 
+Here: loading and checking a spec, its run folder, running it. The data sets are built in
+:mod:`arclab.train.sources`, the validators in :mod:`arclab.train.validation`.
+
 Taught in: notebooks/04_training_a_face_model.ipynb
 """
 
@@ -34,18 +37,19 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.utils.data import Dataset
+import yaml
 
+from arclab.data.cache import RENDER_VERSION, cache_dir
+from arclab.models import get_model
 from arclab.train.config import TrainConfig, load_config, weights_key
+from arclab.train.loop import train
+from arclab.train.sources import build_dataset, check_data
+from arclab.train.validation import build_validator, check_validation
 
-__all__ = ["build_dataset", "build_validator", "load_spec", "run_dir", "run_spec",
-           "synth_training_set", "tutorial_spec"]
+__all__ = ["load_spec", "run_dir", "run_spec", "tutorial_spec"]
 
 _SECTIONS = ("train", "data", "validation", "distill")
 _DISTILL_KEYS = {"teacher", "checkpoint", "weight", "copy_head"}
-_SOURCES = {"synthfaces": {"n_identities", "n_per_identity", "synth", "label_noise", "keep"},
-            "imagefolder": {"root"}, "recordio": {"rec", "idx"}}
 
 
 def load_spec(source: dict | str | Path) -> dict:
@@ -59,8 +63,6 @@ def load_spec(source: dict | str | Path) -> dict:
         >>> s["train"].input_size, s["data"]["source"], s["validation"]
         (32, 'synthfaces', {})
     """
-    import yaml
-
     raw = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"a spec must be a mapping with keys {list(_SECTIONS)}, got "
@@ -68,36 +70,19 @@ def load_spec(source: dict | str | Path) -> dict:
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ValueError(f"unknown spec sections {unknown}; valid: {list(_SECTIONS)}")
-    train = load_config(raw.get("train") or {})
+    train_cfg = load_config(raw.get("train") or {})
     data = dict(raw.get("data") or {})
     data.setdefault("source", "synthfaces")
-    if data["source"] not in _SOURCES:
-        raise ValueError(f"data.source must be one of {sorted(_SOURCES)}, got "
-                         f"{data['source']!r}")
-    extra = sorted(set(data) - _SOURCES[data["source"]] - {"source"})
-    if extra:
-        raise ValueError(f"unknown data keys {extra} for source {data['source']!r}; valid: "
-                         f"{sorted(_SOURCES[data['source']])}")
-    if data["source"] == "synthfaces":
-        from arclab.data.params import SynthConfig
-
-        for key in ("n_identities", "n_per_identity"):
-            if key not in data:
-                raise ValueError(f"data.{key} is required for source 'synthfaces'")
-        SynthConfig(**_synth_keys(data.get("synth")))
-        _check_noise_keep(data)
+    check_data(data)
     validation = dict(raw.get("validation") or {})
-    for name, entry in validation.items():
-        if not isinstance(entry, dict):
-            raise ValueError(f"validation.{name} must be a mapping, got {entry!r}")
-        _check_validation(name, entry)
-    spec = {"train": train, "data": data, "validation": validation}
+    check_validation(validation)
+    spec = {"train": train_cfg, "data": data, "validation": validation}
     if raw.get("distill") is not None:
-        spec["distill"] = _load_distill(raw["distill"], train)
+        spec["distill"] = _load_distill(raw["distill"], train_cfg)
     return spec
 
 
-def _load_distill(raw, train: TrainConfig) -> dict:
+def _load_distill(raw, student: TrainConfig) -> dict:
     if not isinstance(raw, dict) or set(raw) - _DISTILL_KEYS:
         keys = sorted(set(raw) - _DISTILL_KEYS) if isinstance(raw, dict) else raw
         raise ValueError(f"distill must be a mapping with keys among {sorted(_DISTILL_KEYS)}; "
@@ -116,9 +101,9 @@ def _load_distill(raw, train: TrainConfig) -> dict:
         teacher = raw["teacher"]
         teacher = teacher if isinstance(teacher.get("train") if isinstance(teacher, dict)
                                          else None, TrainConfig) else load_spec(teacher)
-        if teacher["train"].input_size != train.input_size:
+        if teacher["train"].input_size != student.input_size:
             raise ValueError(f"distill.teacher trains at {teacher['train'].input_size} px, the "
-                             f"student at {train.input_size} px: they must see the same images")
+                             f"student at {student.input_size} px: they must see the same images")
         out["teacher"] = teacher
     else:
         path = Path(raw["checkpoint"])
@@ -126,166 +111,6 @@ def _load_distill(raw, train: TrainConfig) -> dict:
             raise ValueError(f"distill.checkpoint {str(path)!r} is not a file")
         out["checkpoint"] = str(path)
     return out
-
-
-def _synth_keys(synth: dict | None) -> dict:
-    from dataclasses import fields
-
-    from arclab.data.params import SynthConfig
-
-    synth = dict(synth or {})
-    known = {f.name for f in fields(SynthConfig)}
-    unknown = sorted(set(synth) - known)
-    if unknown:
-        raise ValueError(f"unknown data.synth keys {unknown}; valid: {sorted(known)}")
-    return synth
-
-
-def _check_noise_keep(data: dict) -> None:
-    noise = data.get("label_noise")
-    if noise is not None:
-        if not isinstance(noise, dict) or set(noise) - {"closed_rate", "open_rate", "seed"}:
-            raise ValueError("data.label_noise must be a mapping with keys among closed_rate, "
-                             f"open_rate, seed; got {noise!r}")
-        for key in ("closed_rate", "open_rate"):
-            rate = noise.get(key, 0.0)
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) \
-                    or not 0 <= rate <= 1:
-                raise ValueError(f"data.label_noise.{key} must be in [0, 1], got {rate!r}")
-    keep = data.get("keep")
-    if keep is not None:
-        n = data["n_identities"] * data["n_per_identity"]
-        if (not isinstance(keep, list) or not keep
-                or any(isinstance(i, bool) or not isinstance(i, int) for i in keep)
-                or min(keep) < 0 or max(keep) >= n or len(set(keep)) != len(keep)):
-            raise ValueError(f"data.keep must be a non-empty list of distinct item indices in "
-                             f"[0, {n}) (n_identities x n_per_identity)")
-
-
-def synth_training_set(data: dict) -> dict:
-    """The SynthFaces training set a spec's ``data`` names, before ``keep``: the dict of
-    :func:`arclab.data.splits.noisy_training_set` (no noise when ``label_noise`` is absent).
-    """
-    from arclab.data.params import SynthConfig
-    from arclab.data.splits import noisy_training_set
-
-    cfg = SynthConfig(**_synth_keys(data.get("synth")))
-    return noisy_training_set(cfg, data["n_identities"], data["n_per_identity"],
-                              **(data.get("label_noise") or {}))
-
-
-def _check_validation(name: str, entry: dict) -> None:
-    from arclab.data.splits import PROTOCOLS
-
-    if "bin" in entry:
-        if set(entry) != {"bin"}:
-            raise ValueError(f"validation.{name} with 'bin' takes no other keys, got "
-                             f"{sorted(entry)}")
-    elif name not in PROTOCOLS:
-        raise ValueError(f"validation.{name} must be a SynthFaces protocol "
-                         f"{sorted(PROTOCOLS)} or have a 'bin' file")
-
-
-class _Normalised(Dataset):
-    """uint8 (3, H, W) items of another data set as float [−1, 1], mirrored with p = 1/2."""
-
-    def __init__(self, base: Dataset, size: int) -> None:
-        self.base, self.size = base, size
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, label = self.base[i]
-        if tuple(img.shape[1:]) != (self.size, self.size):
-            raise ValueError(f"image {i} is {tuple(img.shape[1:])}, expected "
-                             f"({self.size}, {self.size}) (train.input_size)")
-        img = img.float() / 127.5 - 1
-        return (img.flip(2) if torch.rand(()) < 0.5 else img), int(label)
-
-
-class _RecordIOFaces(Dataset):
-    """An insightface ``train.rec``: (uint8 (3, H, W), label) per image record."""
-
-    def __init__(self, rec: str, idx: str | None) -> None:
-        from arclab.data.recordio import RecordIOReader
-
-        self.reader = RecordIOReader(rec, idx)
-        self.keys = [k for k in self.reader.keys() if self.reader.read(k)[0]["flag"] == 0]
-        if not self.keys:
-            raise ValueError(f"data.rec {rec} holds no image records")
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        key = self.keys[i]
-        header, _ = self.reader.read(key)
-        return torch.from_numpy(self.reader.read_image(key)).permute(2, 0, 1), int(
-            header["label"])
-
-
-def build_dataset(data: dict, size: int, *, progress: bool = True) -> tuple[Dataset, int]:
-    """The training set a spec's ``data`` names, at ``size``×``size``; returns
-    (data set of ((3, size, size) float in [−1, 1], label), number of classes)."""
-    if data["source"] == "synthfaces":
-        import numpy as np
-
-        from arclab.data.cache import FaceDataset, cached_render
-
-        t = synth_training_set(data)
-        images = cached_render(t["config"], t["items"], size=size, progress=progress)["images"]
-        labels = t["label"]
-        if data.get("keep") is not None:
-            keep = np.asarray(data["keep"], dtype=np.int64)
-            images, labels = images[keep], labels[keep]
-        return FaceDataset(images, labels, flip=True), int(data["n_identities"])
-    if data["source"] == "imagefolder":
-        from arclab.data.formats import ImageFolderFaces
-
-        base = ImageFolderFaces(data["root"], image_size=size)
-        return _Normalised(base, size), len(base.classes)
-    base = _RecordIOFaces(data["rec"], data.get("idx"))
-    labels = {int(base.reader.read(k)[0]["label"]) for k in base.keys}
-    if min(labels) < 0:
-        raise ValueError(f"data.rec {data['rec']} has negative labels")
-    return _Normalised(base, size), max(labels) + 1
-
-
-def build_validator(validation: dict, data: dict, size: int, *, batch_size: int = 256,
-                    progress: bool = False):
-    """``validate(model) -> {name: 10-fold accuracy}`` over the spec's validation sets
-    (rendered or read once, here), with the flip test; None if there are none."""
-    if not validation:
-        return None
-    from arclab.evaluation import verification_accuracy_10fold
-    from arclab.models import embed_images
-
-    sets = {}
-    for name, entry in validation.items():
-        if "bin" in entry:
-            from arclab.data.formats import load_bin
-
-            images, issame = load_bin(entry["bin"], image_size=size)
-            sets[name] = (images[0::2], images[1::2], issame)
-        else:
-            from arclab.data.cache import render_pairs
-            from arclab.data.params import SynthConfig
-            from arclab.data.splits import make_protocol
-
-            cfg = SynthConfig(**_synth_keys(data.get("synth")))
-            pairs = make_protocol(name, cfg, **entry)
-            left, right = render_pairs(pairs, size=size, progress=progress)
-            sets[name] = (left, right, pairs["issame"])
-
-    def validate(model: nn.Module) -> dict[str, float]:
-        out = {}
-        for name, (left, right, issame) in sets.items():
-            emb = [embed_images(model, side, batch_size=batch_size) for side in (left, right)]
-            out[name] = verification_accuracy_10fold(emb[0], emb[1], issame)["mean"]
-        return out
-
-    return validate
 
 
 def _spec_dict(spec: dict) -> dict:
@@ -315,11 +140,9 @@ def run_dir(spec: dict, root: str | Path | None = None) -> Path:
     everything that decides the weights (the train and data sections, the renderer version),
     so a changed key never resumes a stale run. Validation settings are left out: they read the
     model and never change it, so two notebooks that train the same model share one run."""
-    from arclab.data.cache import RENDER_VERSION, cache_dir
-
     root = Path(root) if root is not None else cache_dir() / "runs"
-    train = weights_key(spec["train"].to_dict())
-    content = {"train": train, "data": spec["data"], "render": RENDER_VERSION}
+    content = {"train": weights_key(spec["train"].to_dict()), "data": spec["data"],
+               "render": RENDER_VERSION}
     if spec.get("distill"):  # absent for plain runs, so their hashes are what they were
         content["distill"] = _distill_key(spec["distill"])
     blob = json.dumps(content, sort_keys=True)
@@ -332,8 +155,6 @@ def run_spec(spec: dict | str | Path, out_dir: str | Path | None = None, *,
     """Train what a spec describes; resumes (or, when finished, just reloads) the run in
     ``out_dir`` (default :func:`run_dir`). Returns :func:`arclab.train.train`'s dict plus
     ``"out_dir"`` and ``"spec"``."""
-    from arclab.train.loop import train
-
     spec = load_spec(spec) if not isinstance(spec.get("train") if isinstance(spec, dict)
                                              else None, TrainConfig) else spec
     out = Path(out_dir) if out_dir is not None else run_dir(spec)
@@ -352,8 +173,6 @@ def _teacher(distill: dict, device: str | None, progress: bool) -> dict:
     """``train``'s teacher argument: the teacher spec's run (trained first if it is not
     finished) or a checkpoint written by :func:`arclab.train.train`, read as untrusted
     (``weights_only``), its backbone rebuilt from the config stored in it."""
-    from arclab.models import get_model
-
     if "teacher" in distill:
         run = run_spec(distill["teacher"], device=device, progress=progress)
         model, head = run["model"], run["head"].state_dict()

@@ -10,8 +10,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from arclab.book.plotting.images import _LANDMARK_COLOURS, _hwc
+from arclab.book.plotting.images import LANDMARK_COLOURS, to_hwc_uint8
 from arclab.book.plotting.style import axes_or_new
+from arclab.detection.priors import resolve_prior_config
 
 __all__ = ["DIFFICULTY_COLOURS", "detections_on_scene", "loss_terms", "pr_curves",
            "prior_boxes"]
@@ -30,7 +31,7 @@ def detections_on_scene(image, gt_boxes, difficulty, detection: dict, *,
     :func:`arclab.detection.postprocess.detect` returns for one image.
     """
     fig, ax = axes_or_new(ax, (5.0, 5.0))
-    ax.imshow(_hwc(image))
+    ax.imshow(to_hwc_uint8(image))
     for (x1, y1, x2, y2), d in zip(np.asarray(gt_boxes), np.asarray(difficulty)):
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, ls="--",
                                    ec=DIFFICULTY_COLOURS[int(d)]))
@@ -42,7 +43,7 @@ def detections_on_scene(image, gt_boxes, difficulty, detection: dict, *,
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.0,
                                    ec="white"))
         ax.text(x1, y1 - 1, f"{s:.2f}", color="white", fontsize=6, va="bottom")
-        for (x, y), colour in zip(pts, _LANDMARK_COLOURS):
+        for (x, y), colour in zip(pts, LANDMARK_COLOURS):
             ax.plot(x, y, "o", ms=2, color=colour)
     ax.set_xticks([]), ax.set_yticks([])
     handles = [plt.Line2D([], [], ls="--", color=c, label=f"{n} face")
@@ -59,10 +60,8 @@ def prior_boxes(image_size: tuple[int, int], config: str | dict = "port", *,
                 ax: Axes | None = None) -> Figure:
     """The anchor boxes of one cell per pyramid level, drawn at their true size on the image
     frame (the cells of a level repeat every ``stride`` pixels)."""
-    from arclab.detection.priors import _config
-
     h, w = image_size
-    cfg = _config(config)
+    cfg = resolve_prior_config(config)
     fig, ax = axes_or_new(ax, (5.0, 5.0 * h / w))
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(cfg["steps"])))
     for level, (sizes, step, colour) in enumerate(zip(cfg["min_sizes"], cfg["steps"],

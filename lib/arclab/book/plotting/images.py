@@ -12,12 +12,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["image_grid"]
+__all__ = ["LANDMARK_COLOURS", "image_grid", "to_hwc_uint8"]
 
-_LANDMARK_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3")
+LANDMARK_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3")
+"""Colours of the 5 landmarks, in their order: left eye (red), right eye (blue), nose (green),
+left and right mouth corners (orange, purple)."""
 
 
-def _hwc(image) -> np.ndarray:
+def to_hwc_uint8(image) -> np.ndarray:
+    """An image as matplotlib shows it: (H, W, 3) uint8.
+
+    Accepts a tensor or array (H, W, 3) or (3, H, W); uint8 is kept as it is, anything else is
+    taken as [0, 1] floats, clipped and scaled to 0–255 (rounded).
+    """
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
         arr = arr.transpose(1, 2, 0)
@@ -47,9 +54,9 @@ def image_grid(images, *, ncols: int = 8, titles=None, landmarks=None, boxes=Non
         if i >= n:
             ax.axis("off")
             continue
-        ax.imshow(_hwc(images[i]), interpolation="nearest")
+        ax.imshow(to_hwc_uint8(images[i]), interpolation="nearest")
         if landmarks is not None:
-            for (x, y), colour in zip(np.asarray(landmarks[i]), _LANDMARK_COLOURS):
+            for (x, y), colour in zip(np.asarray(landmarks[i]), LANDMARK_COLOURS):
                 ax.plot(x, y, "o", ms=2.5, color=colour, mec="white", mew=0.4)
         if boxes is not None:
             x1, y1, x2, y2 = np.asarray(boxes[i])

@@ -1,22 +1,21 @@
 """The SynthFaces scene as one compiled per-pixel kernel (numba): the same picture as the torch
-renderer in :mod:`arclab.data.render`, pixel by pixel in float64 instead of ~110 float32
+engine (:mod:`~arclab.data.render.engine`), pixel by pixel in float64 instead of ~110 float32
 passes over whole images: about 3× faster for the scene, 2-3× for a whole render with blur,
 JPEG and noise (``benchmarks/synthfaces.py``), and not differentiable.
 
 ``render`` uses it whenever no gradient is needed (``engine="auto"``). The per-image
-coefficients come from the torch renderer's own functions (``_head_coefficients``,
-``_features``, ``_palette``, ``_pixel_boxes``); only the per-pixel arithmetic is written twice,
-and ``tests/test_synthfaces.py`` holds the two to float round-off of each other. Blur and
-noise + clamp are compiled here too (``blur``, ``noise_and_clamp``, the same arithmetic as
-``render._post``), and ``render_scene`` runs them on each image right after drawing it, while
-it is in the core's cache; JPEG is the same torch function in both engines, applied
-afterwards to the images that have it (then their noise).
+coefficients come from the torch engine's own functions (``head.head_coefficients``,
+``regions.features``, ``colour.palette``, ``regions.pixel_boxes``); only the per-pixel
+arithmetic is written twice, and ``tests/test_synthfaces.py`` holds the two to float round-off
+of each other. ``render_scene`` blurs and noises each image right after drawing it, while it
+is in the core's cache, with the compiled post of :mod:`~arclab.data.render.kernel_post`;
+JPEG is the same torch function in both engines, applied afterwards to the images that have
+it (then their noise).
 
-Images run in parallel on ``torch.get_num_threads()`` Python threads (the kernel releases the
-GIL), not on numba's own thread pool, so that it follows ``torch.set_num_threads`` and is safe
-in forked DataLoader workers. The first call compiles the kernels (10-20 s); numba caches the
-machine code beside this file (or under ``$NUMBA_CACHE_DIR``), and later processes load it in
-about a second.
+Images run in parallel on ``torch.get_num_threads()`` Python threads
+(``kernel_post.parallel``). The first call compiles the kernels (10-20 s); numba caches the
+machine code beside this file (or under ``$NUMBA_CACHE_DIR``), and later processes load it
+in about a second.
 
 Taught in: notebooks/03_synthfaces.ipynb
 """
@@ -24,14 +23,15 @@ Taught in: notebooks/03_synthfaces.ipynb
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from numba import njit
 from torch import Tensor
 
-__all__ = ["blur", "blur_weights", "noise_and_clamp", "render_scene"]
+from arclab.data.render.kernel_post import blur_image, noise_image, parallel
+
+__all__ = ["render_scene"]
 
 # the per-image parameter vector's layout: name -> width, in order (see _pack)
 _LAYOUT = (("xa", 3), ("ya", 3), ("hair_q", 6), ("hair_bg", 3), ("disc_q", 6), ("kh", 1),
@@ -133,6 +133,7 @@ def _inside(w, r, c):
     return w[0] <= r < w[1] and w[2] <= c < w[3]
 
 
+# kept whole: splitting this numba per-pixel loop costs speed, and it reads best in one place
 @njit(nogil=True, cache=True, error_model="numpy")
 def _scene_kernel(params, boxes, bg, ty0, ty1, tyw, size, use_bg, img, alpha, start, stop):
     """Render images ``start`` to ``stop`` - 1 into ``img`` (B, 3, H, W) float32 (unclamped,
@@ -281,16 +282,17 @@ def _scene_kernel(params, boxes, bg, ty0, ty1, tyw, size, use_bg, img, alpha, st
 def render_scene(columns: dict[str, Tensor], boxes: Tensor, bg_low: Tensor | None,
                  size: int, post: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Run the kernel over a batch: ``columns`` the per-image values named in ``_LAYOUT``,
-    ``boxes`` (B, 8, 2, 2) the features' pixel boxes (``_pixel_boxes``), ``bg_low``
-    (B, 3, low, low) the background before upsampling, or None for mid grey. Returns
-    images (B, 3, size, size) float32 and the face's coverage (B, size, size).
+    ``boxes`` (B, 8, 2, 2) the features' pixel boxes (``regions.pixel_boxes``),
+    ``bg_low`` (B, 3, low, low) the background before upsampling, or None for mid grey.
+    Returns images (B, 3, size, size) float32 and the face's coverage (B, size, size).
 
     ``post`` None: the images are not clamped, nothing else is done. Otherwise each image is
     blurred and (where ``post["noise_now"]``) noised and clamped as soon as its scene is drawn,
     while it is still in the core's cache, by the thread that drew it: ``post`` holds
-    ``weights`` (B, R + 1) and ``radius`` (B,) as for ``blur``, and ``bank``, ``offsets``,
-    ``sigma`` as for ``noise_and_clamp``. Images left out of ``noise_now`` (the renderer's
-    JPEG ones) are only blurred: the caller compresses them, then calls ``noise_and_clamp``."""
+    ``weights`` (B, R + 1) and ``radius`` (B,) as for ``kernel_post.blur``, and ``bank``,
+    ``offsets``, ``sigma`` as for ``kernel_post.noise_and_clamp``. Images left out of
+    ``noise_now`` (the renderer's JPEG ones) are only blurred: the caller compresses them,
+    then calls ``noise_and_clamp``."""
     b = len(boxes)
     params = _pack(columns, b)
     lo = boxes[:, :, 0].floor().clamp(0, size)
@@ -307,13 +309,13 @@ def render_scene(columns: dict[str, Tensor], boxes: Tensor, bg_low: Tensor | Non
     alpha = np.empty((b, size, size), np.float32)
     scene = (params, win, bg, *taps, size, bg_low is not None, img, alpha)
     if post is None:
-        _parallel(lambda lo, hi: _scene_kernel(*scene, lo, hi), b)
+        parallel(lambda lo, hi: _scene_kernel(*scene, lo, hi), b)
     else:
         finish = (post["weights"].numpy(), post["radius"].to(torch.int64).numpy(),
                   post["bank"].numpy(), post["offsets"].to(torch.int64).numpy(),
                   post["sigma"].float().numpy(), post["noise_now"].to(torch.bool).numpy())
         flat = img.reshape(b, 3 * size * size)
-        _parallel(lambda lo, hi: _scene_post_kernel(scene, flat, finish, lo, hi), b)
+        parallel(lambda lo, hi: _scene_post_kernel(scene, flat, finish, lo, hi), b)
     return torch.from_numpy(img), torch.from_numpy(alpha)
 
 
@@ -328,138 +330,6 @@ def _scene_post_kernel(scene, flat, finish, start, stop):
     tmp = np.empty((img.shape[2], w), np.float32)
     for b in range(start, stop):
         _scene_kernel(*scene, b, b + 1)
-        _blur_image(img[b], weights[b], radius[b], row, tmp)
+        blur_image(img[b], weights[b], radius[b], row, tmp)
         if noise_now[b]:
-            _noise_image(flat[b], bank, offsets[b], sigma[b])
-
-
-def _parallel(run, b: int) -> None:
-    """``run(lo, hi)`` over image ranges on ``torch.get_num_threads()`` threads: four ranges
-    per thread, handed out as threads come free (images differ in cost: occluders, blur)."""
-    threads = max(1, min(torch.get_num_threads(), b))
-    if threads == 1:
-        run(0, b)
-        return
-    cuts = np.linspace(0, b, min(b, 4 * threads) + 1).astype(int).tolist()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, cuts[:-1], cuts[1:]))
-
-
-@njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _blur_plane(x, k, r, row, tmp):
-    """Separable Gaussian blur of one plane ``x`` (H, W) in place, rows first, edges
-    replicated, taps ``k[:r + 1]`` (centre first); ``row`` and ``tmp`` are scratch of at least
-    W + 2r and (H, W). Each output is k₀·x + Σₜ kₜ·(x₋ₜ + x₊ₜ), as in the torch engine's
-    ``_gaussian_blur``."""
-    h, w = x.shape
-    k0 = k[0]
-    # (inner loops over 1-D rows, which LLVM vectorises: 2.8× faster than 2-D indexing)
-    for y in range(h):  # along rows, into tmp: each row padded by replication
-        src, out = x[y], tmp[y]
-        for i in range(r):
-            row[i] = src[0]
-            row[w + r + i] = src[w - 1]
-        for i in range(w):
-            row[r + i] = src[i]
-        for i in range(w):
-            out[i] = row[i + r] * k0
-        for t in range(1, r + 1):
-            kt = k[t]
-            lo, hi = row[r - t:r - t + w], row[r + t:r + t + w]
-            for i in range(w):
-                out[i] += (lo[i] + hi[i]) * kt
-    for y in range(h):  # along columns, back into the image
-        out, mid = x[y], tmp[y]
-        for i in range(w):
-            out[i] = mid[i] * k0
-        for t in range(1, r + 1):
-            kt = k[t]
-            up, down = tmp[max(y - t, 0)], tmp[min(y + t, h - 1)]
-            for i in range(w):
-                out[i] += (up[i] + down[i]) * kt
-
-
-@njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _blur_image(x, k, r, row, tmp):
-    """``_blur_plane`` on every plane of one image ``x`` (C, H, W); reach ``r`` 0: unchanged."""
-    if r > 0:
-        for ch in range(x.shape[0]):
-            _blur_plane(x[ch], k, r, row, tmp)
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _blur_kernel(img, weights, radius, start, stop):
-    """``_blur_plane`` over every plane of images start..stop-1 of ``img`` (B, C, H, W);
-    image b's taps are ``weights[b, :radius[b] + 1]``, radius 0 leaves it as it is."""
-    h, w = img.shape[2:]
-    row = np.empty(w + 2 * (weights.shape[1] - 1), np.float32)
-    tmp = np.empty((h, w), np.float32)
-    for b in range(start, stop):
-        _blur_image(img[b], weights[b], radius[b], row, tmp)
-
-
-def blur_weights(sigma: Tensor, radius: Tensor) -> Tensor:
-    """Each image's Gaussian taps (B, max radius + 1) float32, centre first, normalised so
-    that k₀ + 2·Σₜ kₜ = 1, zero beyond its own ``radius``: computed per radius, exactly as the
-    torch engine's ``_gaussian_blur`` computes them, so that an image's taps do not depend on
-    the reach of the others in its batch (float32 sums of 8 or more values round
-    differently from shorter ones)."""
-    radius = radius.long()
-    rmax = int(radius.max()) if len(radius) else 0
-    out = torch.zeros(len(radius), rmax + 1)
-    for r in torch.unique(radius).tolist():
-        if r > 0:
-            sel = (radius == r).nonzero().squeeze(1)
-            taps = torch.arange(r + 1, dtype=torch.float32)
-            k = torch.exp(-0.5 * (taps / sigma[sel].float()[:, None]) ** 2)
-            out[sel, :r + 1] = k / (2 * k.sum(1, keepdim=True) - k[:, :1])
-    return out
-
-
-def blur(img: Tensor, sigma: Tensor, radius: Tensor) -> None:
-    """Blur each image of ``img`` (B, C, H, W) float32 contiguous in place by its own Gaussian
-    ``sigma`` (B,) px with taps reaching ``radius`` (B,) int px (0: no blur); weights from
-    ``blur_weights``."""
-    if not len(radius) or int(radius.max()) == 0:
-        return
-    k = blur_weights(sigma, radius).numpy()
-    arr, rad = img.numpy(), radius.to(torch.int64).numpy()
-    _parallel(lambda lo, hi: _blur_kernel(arr, k, rad, lo, hi), len(img))
-
-
-@njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _noise_image(x, bank, offset, s):
-    """In place on one flat image ``x``: + s · bank[offset:][:len(x)], then clamp to [0, 1]."""
-    zero, one = np.float32(0), np.float32(1)
-    n = x.shape[0]
-    if s > 0:
-        noise = bank[offset:offset + n]
-        for i in range(n):  # comparisons, not min/max: LLVM vectorises them
-            v = x[i] + s * noise[i]
-            v = v if v > zero else zero
-            x[i] = v if v < one else one
-    else:
-        for i in range(n):
-            v = x[i] if x[i] > zero else zero
-            x[i] = v if v < one else one
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _noise_kernel(flat, bank, offsets, sigma, order, start, stop):
-    for j in range(start, stop):
-        b = order[j]
-        _noise_image(flat[b], bank, offsets[b], sigma[b])
-
-
-def noise_and_clamp(img: Tensor, bank: Tensor, offsets: Tensor, sigma: Tensor,
-                    which: Tensor | None = None) -> None:
-    """In place: ``img[b] += sigma[b] * bank[offsets[b]:][:img[b].numel()]``, then clamp to
-    [0, 1], in one pass (img (B, ...) float32 contiguous), for the images ``which`` (indices;
-    None: all)."""
-    if not len(img):
-        return
-    flat = img.view(len(img), -1).numpy()
-    bank_np, off = bank.numpy(), offsets.to(torch.int64).numpy()
-    sig = sigma.float().numpy()
-    order = (np.arange(len(img)) if which is None else which.to(torch.int64).numpy())
-    _parallel(lambda lo, hi: _noise_kernel(flat, bank_np, off, sig, order, lo, hi), len(order))
+            noise_image(flat[b], bank, offsets[b], sigma[b])
