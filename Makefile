@@ -15,6 +15,8 @@ LIB      := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 EXECUTED  = $(patsubst notebooks/%.ipynb,build/$(PROFILE)/%.ipynb,$(NOTEBOOKS))
 BOOK_SRC := book/_config.yml book/_toc.yml $(wildcard book/*.md book/_ext/*.py book/_assets/*)
 BOOK_STAMP = book/_build/.built-$(PROFILE)
+STARTED  := $(shell date +%s)
+TIMINGS   = $(PY) -m arclab.book.runner timings --profile $(PROFILE) --since $(STARTED)
 
 .PHONY: venv test book notebooks lab lint clean distclean chromium
 
@@ -28,7 +30,9 @@ venv: $(VENV)/.installed
 build/$(PROFILE)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml $(LIB) | $(VENV)/.installed
 	$(PY) -m arclab.book.runner run --profile $(PROFILE) $*
 
+# each notebook's wall time (results/<profile>/timings.json); those Make skipped: "up to date"
 notebooks: $(EXECUTED)
+	@$(TIMINGS)
 
 $(BOOK_STAMP): $(EXECUTED) $(BOOK_SRC) | $(VENV)/.installed
 	rm -f book/_build/.built-*
@@ -36,6 +40,7 @@ $(BOOK_STAMP): $(EXECUTED) $(BOOK_SRC) | $(VENV)/.installed
 	touch $@
 
 book: $(BOOK_STAMP)
+	@$(TIMINGS)
 	@echo "open book/_build/html/index.html"
 
 # The browser test of the rendered book needs Debian's chromium: where it is missing and we run

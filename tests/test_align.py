@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,60 @@ def test_align_faces_bad_landmarks():
         align.align_faces(torch.rand(2, 3, 50, 50), torch.rand(2, 4, 2))
     with pytest.raises(ValueError, match="size"):
         align.template(4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_aligns_as_float32_does_rounded_once(dtype):
+    # a 112 px face in a 200 px image: the grid in float16 used to give NaN or ±3e38
+    gen = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 200, 200, generator=gen).to(dtype)
+    landmarks = align.template(112).float().expand(2, 5, 2) + 200 / 3
+    out = align.align_faces(images, landmarks)
+    expected = align.align_faces(images.float(), landmarks).to(dtype)
+    assert out.dtype == dtype and torch.isfinite(out.float()).all()
+    assert torch.equal(out, expected)  # bit for bit, run after run
+    assert torch.equal(out, align.align_faces(images, landmarks))
+
+
+def test_float32_and_float64_warps_are_unchanged():
+    gen = torch.Generator().manual_seed(5)
+    m = random_similarity(gen, 2)
+    for dtype in (torch.float32, torch.float64):
+        images = torch.rand(2, 3, 40, 50, generator=gen, dtype=dtype)
+        out = align.warp_affine(images, m, (30, 20))
+        # the computation before half precision was handled, inlined
+        full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(2, 1, 3)], 1)
+        inv = torch.cat([torch.linalg.inv(full)[:, :2], full[:, 2:]], 1)
+        to_n = m.new_tensor([[2 / 49, 0, -1], [0, 2 / 39, -1], [0, 0, 1]])
+        from_n = m.new_tensor([[19 / 2, 0, 19 / 2], [0, 29 / 2, 29 / 2], [0, 0, 1]])
+        theta = (to_n @ inv @ from_n)[:, :2].to(dtype)
+        grid = torch.nn.functional.affine_grid(theta, [2, 3, 30, 20], align_corners=True)
+        ref = torch.nn.functional.grid_sample(images, grid, align_corners=True)
+        assert out.dtype == dtype and torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 0, 0), (1, 3, 1, 40), (1, 0, 8, 8)])
+def test_images_too_small_to_sample_are_refused_with_a_value_error(shape):
+    landmarks = align.template(112).float()[None] / 10
+    with pytest.raises(ValueError, match=r"images must have C >= 1 channels and H, W >= 2"):
+        align.align_faces(torch.rand(shape), landmarks)  # was ZeroDivisionError / RuntimeError
+    with pytest.raises(ValueError, match=r"H, W >= 2"):
+        align.warp_affine(torch.rand(shape), torch.eye(2, 3)[None], (8, 8))
+
+
+def test_an_empty_batch_aligns_to_an_empty_batch():
+    out = align.align_faces(torch.rand(0, 3, 50, 50, dtype=torch.float16),
+                            torch.zeros(0, 5, 2), 64)
+    assert out.shape == (0, 3, 64, 64) and out.dtype == torch.float16
+    assert align.warp_affine(torch.rand(0, 1, 9, 9), torch.zeros(0, 2, 3), (4, 5)).shape == \
+        (0, 1, 4, 5)
+
+
+def test_sizes_take_numpy_integers_and_refuse_booleans():
+    assert torch.equal(align.template(np.int64(56)), align.template(56))
+    out = align.align_faces(torch.rand(1, 3, 60, 60), align.template(56).float()[None],
+                            np.int32(56))
+    assert out.shape == (1, 3, 56, 56)
+    for size in (True, 7, 56.0):
+        with pytest.raises(ValueError, match="size must be an integer >= 8"):
+            align.template(size)

@@ -5,6 +5,7 @@ results."""
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pytest
@@ -498,3 +499,52 @@ def test_port_weights_refuse_a_truncated_pickle_with_a_value_error(tmp_path):
     bad.write_bytes(b"\x80\x04junk")  # parsing raises struct.error inside torch
     with pytest.raises(ValueError, match="could not be read as a weights-only torch file"):
         load_port_weights(RetinaFace("mobilenet0.25"), bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_port_weights_with_non_finite_values_are_refused_naming_file_and_tensor(tmp_path,
+                                                                                value):
+    state = RetinaFace().state_dict()
+    state["fpn.output2.0.weight"] = torch.full_like(state["fpn.output2.0.weight"], value)
+    state["ClassHead.1.conv1x1.bias"][0] = value  # a later bad tensor is not the one named
+    path = tmp_path / "mobilenet0.25_Final.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    model = RetinaFace()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.* tensor "
+                                         rf"'fpn.output2.0.weight' holds 8192 NaN or inf"):
+        load_port_weights(model, path)  # used to load, and detect then found no face
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # untouched
+    with pytest.raises(ValueError, match="the given state dict.*'fpn.output2.0.weight'"):
+        load_port_weights(RetinaFace(), state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_detect_takes_half_precision_images_as_their_float32_values(random_detector, dtype):
+    x = _images(40, 56).to(dtype)
+    got = detect(random_detector, x, score_threshold=0.3)  # used to raise a dtype mismatch
+    want = detect(random_detector, x.float(), score_threshold=0.3)
+    assert sum(len(r["scores"]) for r in want) > 0
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    listed = detect(random_detector, list(x), score_threshold=0.3)
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(listed, want))
+
+
+def test_detect_and_retinaface_take_numpy_numbers_and_refuse_booleans(random_detector):
+    import numpy as np
+
+    x = _images(32, 32)
+    plain = detect(random_detector, x, score_threshold=0.3, top_k=50, keep_top_k=5)
+    numpy = detect(random_detector, x, score_threshold=np.float32(0.3),
+                   nms_threshold=np.float64(0.4), top_k=np.int64(50), keep_top_k=np.int32(5))
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(plain, numpy))
+    for kwargs, name in (({"score_threshold": False}, "score_threshold"),
+                         ({"nms_threshold": True}, "nms_threshold"),
+                         ({"top_k": True}, "top_k"), ({"keep_top_k": np.float64(5)},
+                                                      "keep_top_k")):
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            detect(random_detector, x, **kwargs)
+    assert RetinaFace(out_channels=np.int64(32), dense_dim=np.int32(3)).dense_dim == 3
+    with pytest.raises(ValueError, match="anchors_per_cell must be an integer >= 1"):
+        RetinaFace(anchors_per_cell=True)

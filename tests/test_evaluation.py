@@ -628,3 +628,64 @@ def test_score_submission_reads_the_file_checks_it_and_scores_every_pair(tmp_pat
     write_features(wide, torch.randn(120, 513, generator=gen))
     with pytest.raises(ValueError, match="513-d features; the rules allow at most 512"):
         score_submission(wide, ids.numpy(), fprs)
+
+
+@pytest.mark.parametrize("shape_of", [
+    lambda i, j: (i.shape[0], j.shape[1] + 1),  # one column too many
+    lambda i, j: (3,),                           # broadcasts to nothing
+    lambda i, j: (j.shape[1], i.shape[0]),       # transposed
+])
+def test_a_mask_callable_of_the_wrong_shape_raises_value_error(shape_of):
+    x = np.random.default_rng(1).standard_normal((50, 8))
+    ids = np.arange(50) // 5
+    with pytest.raises(ValueError, match=r"mask must return a bool tensor broadcastable to "
+                                         r"\(\d+, 50\), got torch.bool"):
+        tpr_at_fpr(x, ids, 0.1, progress=False,  # was a RuntimeError from torch
+                   mask=lambda i, j: torch.zeros(shape_of(i, j), dtype=torch.bool))
+
+
+def test_a_mask_that_changes_between_passes_is_caught_not_answered():
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    ids = np.arange(64) // 4
+    calls = []
+
+    def mask(i, j):  # not a function of (i, j) alone: it changes from call to call
+        calls.append(1)
+        shape = torch.broadcast_shapes(i.shape, j.shape)
+        if len(calls) == 1:
+            return torch.ones(shape, dtype=torch.bool)  # the row sample sees no pair
+        return torch.full(shape, len(calls) > 2)  # pass 1 keeps every pair, pass 2 none
+
+    with pytest.raises(RuntimeError, match="a mask callable that depends on more than"):
+        tpr_at_fpr(x, ids, 0.1, mask=mask, progress=False)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_roc_of_fewer_than_two_rows_names_n_not_fpr_min(n):
+    x = np.random.default_rng(2).standard_normal((n, 4))
+    with pytest.raises(ValueError, match=rf"features must have shape \(N, D\) with N >= 2 "
+                                         rf".*got shape \({n}, 4\)"):
+        roc_curve_allpairs(x, np.zeros(n, int), progress=False)  # said fpr_min = 1.0
+    with pytest.raises(ValueError, match="ids must repeat at least one id"):
+        roc_curve_allpairs(np.eye(2), [0, 1], progress=False)  # one pair: not about fpr_min
+
+
+def test_numpy_scalars_are_numbers_and_booleans_are_not():
+    x = np.random.default_rng(3).standard_normal((12, 4))
+    ids = np.arange(12) // 3
+    plain = roc_curve_allpairs(x, ids, n_points=5, fpr_min=0.01, block_size=4, progress=False)
+    numpy = roc_curve_allpairs(x, ids, n_points=np.int64(5), fpr_min=np.float32(0.01),
+                               block_size=np.int32(4), progress=False)
+    assert np.allclose(plain["fpr"], numpy["fpr"]) and np.array_equal(plain["tpr"],
+                                                                      numpy["tpr"])
+    a = tpr_at_fpr(x, ids, np.float64(0.1), ci=np.float32(0.9), progress=False)
+    b = tpr_at_fpr(x, ids, 0.1, ci=float(np.float32(0.9)), progress=False)
+    assert a[0.1]["tpr_ci"] == b[0.1]["tpr_ci"]
+    for call, name in ((lambda: roc_curve_allpairs(x, ids, n_points=True), "n_points"),
+                       (lambda: roc_curve_allpairs(x, ids, fpr_min=True), "fpr_min"),
+                       (lambda: tpr_at_fpr(x, ids, [True, 0.5]), "fprs"),
+                       (lambda: tpr_at_fpr(x, ids, 0.1, ci=True), "ci"),
+                       (lambda: tpr_at_fpr(x, ids, 0.1, block_size=True), "block_size")):
+        with pytest.raises(ValueError, match=name):
+            call()

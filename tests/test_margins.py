@@ -250,3 +250,58 @@ def test_angular_margin_closed_forms():
     torch.testing.assert_close(exact[~inside], -2.0 * torch.sin(rad[~inside]))  # cos θ − δ
     st = target_gradient(theta, m1=1.2, m2=0.3, s=2.0, gradient="straight_through")
     torch.testing.assert_close(st, -2.0 * torch.sin(rad))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"s": True}, "s must be a finite number > 0 \\(not a bool\\), got True"),
+    ({"s": np.bool_(True)}, "s must be"),
+    ({"m2": True}, "m2 must be a finite number \\(not a bool\\)"),
+    ({"m1": False}, "m1 must be"),
+    ({"s": "64"}, "s must be"),
+])
+def test_booleans_are_not_numbers(kwargs, match):
+    with pytest.raises(ValueError, match=match):  # s=True used to run with s = 1
+        margin_logits(torch.zeros(2, 5), torch.tensor([0, 1]), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        MarginLoss(**kwargs)
+
+
+def test_numpy_scalars_give_the_values_and_gradients_of_python_floats():
+    cos, labels = random_problem(n=16, c=6, seed=7, dtype=torch.float32)
+    runs = []
+    for s, m1, m2, m3 in ((48.0, 0.9, 0.4, 0.15),
+                          (np.float32(48.0), np.float64(0.9), np.float64(0.4), np.float64(0.15)),
+                          (np.int64(48), np.float64(0.9), np.float64(0.4), np.float64(0.15))):
+        x = cos.clone().requires_grad_()
+        out = margin_logits(x, labels, s=s, m1=m1, m2=m2, m3=m3)
+        out.square().sum().backward()
+        runs.append((out.detach(), x.grad))
+        assert MarginLoss(s=s, m1=m1, m2=m2, m3=m3).s == 48.0
+    for out, grad in runs[1:]:
+        assert torch.equal(out, runs[0][0]) and torch.equal(grad, runs[0][1])
+    assert margins.overflow_angle(np.float32(1.0), np.float64(0.5)) == margins.overflow_angle(
+        1.0, 0.5)
+
+
+def test_a_scale_that_overflows_float16_is_refused_naming_s_and_the_dtype():
+    cos = torch.tensor([[0.9, -0.2], [0.1, 0.8]], dtype=torch.float16)
+    labels = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"s = 100000 is too large for torch\.float16: the "
+                                         r"logits could reach 1\.123e\+05"):
+        MarginLoss("arcface", s=1e5)(cos, labels)  # used to return a NaN loss
+    with pytest.raises(ValueError, match=r"s = 100000 .*float16"):
+        margin_logits(cos, labels, s=1e5, m2=0.5)
+    # logits fit (40000 · 1.12 < 65504) but one row's loss, up to 2·44900, cannot
+    with pytest.raises(ValueError, match=r"s = 40000 .*float16: the loss could reach"):
+        MarginLoss("arcface", s=40000.0)(cos, labels)
+    # every row fits (33952 each), their float16 sum in the mean does not
+    worst = torch.tensor([[-1.0, 1.0], [1.0, -1.0]], dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"s = 16000 .*float16: every row's loss fits"):
+        MarginLoss("arcface", s=16000.0)(worst, labels)
+    assert MarginLoss("arcface", s=16000.0)(worst[:1], labels[:1]).item() == 33952.0
+    # the same scales are fine in float32, and s = 64 in float16 is unchanged
+    assert torch.isfinite(MarginLoss("arcface", s=1e5)(cos.float(), labels))
+    loss = MarginLoss("arcface", s=64.0)(cos, labels)
+    logits = margin_logits(cos, labels, s=64.0, m2=0.5)
+    assert loss.dtype == torch.float16 and torch.equal(
+        loss, torch.nn.functional.cross_entropy(logits, labels))

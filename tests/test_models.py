@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -259,3 +261,26 @@ def test_backbone_weights_load_from_every_layout_and_bad_files_are_named(tmp_pat
         load_backbone_weights(src, tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="must hold a state dict"):
         load_backbone_weights(src, {"a": 1})
+
+
+def test_backbone_weights_with_non_finite_values_are_refused_naming_file_and_tensor(tmp_path):
+    from arclab.models import load_backbone_weights
+
+    src = get_model("r18", embedding_size=16, input_size=32)
+    state = src.state_dict()
+    names = [k for k in state if state[k].is_floating_point() and state[k].numel() > 1]
+    first, later = names[0], names[-1]
+    state[first] = state[first].clone()
+    state[first].view(-1)[1] = float("nan")
+    state[later] = torch.full_like(state[later], float("-inf"))
+    path = tmp_path / "model.pt"
+    torch.save({"model": state, "step": 3}, path)  # an arclab checkpoint that diverged
+    dst = get_model("r18", embedding_size=16, input_size=32)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.* tensor {first!r} holds 1 "
+                                         r"NaN or inf value"):
+        load_backbone_weights(dst, path)
+    assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())
+    with pytest.raises(ValueError, match=rf"state dict must be finite: tensor {later!r}"):
+        load_backbone_weights(dst, {k: v for k, v in state.items() if k != first} | {
+            first: before[first]})

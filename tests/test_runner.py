@@ -106,3 +106,49 @@ def test_a_hanging_cell_fails_instead_of_blocking(project, monkeypatch):
     monkeypatch.setattr(runner, "CELL_TIMEOUT_S", 3)
     with pytest.raises(runner.NotebookFailed, match="04_hangs"):
         run(project, "04")
+
+
+def test_each_run_is_timed_into_results_and_merged(project, monkeypatch):
+    def fake_execute(path, profile, out_dir, **kw):
+        if path.stem == "02_raises":
+            raise runner.NotebookFailed("02_raises.ipynb failed in cell 2")
+        return out_dir / path.name
+
+    monkeypatch.setattr(runner, "execute_notebook", fake_execute)
+    log = project["results"] / "smoke" / "timings.json"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"00_other": {"seconds": 5.0, "status": "executed",
+                                            "when": "2020-01-01T00:00:00+00:00"}}))
+    with pytest.raises(runner.NotebookFailed):
+        run(project, keep_going=True)
+    entries = json.loads(log.read_text())
+    assert sorted(entries) == ["00_other", "01_good", "02_raises", "03_silent"]
+    assert entries["00_other"]["seconds"] == 5.0  # merged, not replaced
+    assert entries["02_raises"]["status"] == "failed" and entries["01_good"]["status"] == "executed"
+    assert all(e["seconds"] >= 0 and e["when"].endswith("+00:00") for e in entries.values())
+    assert not list(log.parent.glob(".timings.json.*"))  # atomic: no temporary file left
+    table = runner.timings_table(log, ["00_other", "01_good", "99_new"], since=1.6e9).splitlines()
+    assert table[1].split()[:3] == ["00_other", "5.0", "up"]  # ended before `since`
+    assert table[2].split()[2] == "executed" and "never run" in table[3]
+    assert table[-1].split()[:2] == ["total", f"{5.0 + entries['01_good']['seconds']:.1f}"]
+    log.write_text("{broken")  # a hand-broken file is replaced, not a reason to fail a run
+    runner.record_timing(log, "01_good", 1.234, "executed")
+    assert json.loads(log.read_text())["01_good"]["seconds"] == 1.23
+
+
+def test_cli_ends_on_the_timings_table(project, monkeypatch, capsys):
+    monkeypatch.setenv("ARCLAB_RESULTS_DIR", str(project["results"]))
+    common = ["--notebooks-dir", str(project["nbs"]), "--params-dir", str(project["params"]),
+              "--out", str(project["out"])]
+    assert runner.main(["run", "--profile", "smoke", "01", "03", *common]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-4].split()[:3] == ["notebook", "seconds", "status"]
+    assert out[-3].split()[0] == "01_good" and out[-3].split()[2] == "executed"
+    assert out[-2].split()[0] == "03_silent" and out[-2].split()[2] == "failed"
+    seconds = [float(line.split()[1]) for line in out[-3:-1]]
+    assert seconds[0] > 0.5 and out[-1].split()[1] == f"{sum(seconds):.1f}"  # a kernel start
+    assert runner.main(["timings", "--profile", "smoke", "--since", "4e9",
+                        "--notebooks-dir", str(project["nbs"])]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split()[0] for r in rows[1:]] == ["01_good", "02_raises", "03_silent", "total"]
+    assert "up to date" in rows[1] and "never run" in rows[2]  # 01 ended before "since"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -586,3 +588,172 @@ def test_jpeg_matches_a_real_encoder(quality):
         assert ours_err < 0.6 * jpeg_err, (ours_err, jpeg_err)  # no-op would give 1.0
     with pytest.raises(ValueError, match="images must be"):
         jpeg_compress(torch.rand(2, 1, 8, 8), torch.tensor([50.0, 50.0]))
+
+
+# --- the render cache verifies what it serves ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache_entry(tmp_path_factory):
+    """A valid cache entry (6 aligned 32 px images) and the bytes a fresh render gives."""
+    items = splits.training_set(SynthConfig(), 3, 2)["items"]
+    folder = tmp_path_factory.mktemp("cache")
+    out = cache.cached_render(SynthConfig(), items, size=32, directory=folder, progress=False)
+    fresh = cache.render_items(SynthConfig(), items, size=32, progress=False)
+    return {"items": items, "folder": folder, "key": out["path"].name.split(".")[0],
+            "fresh": fresh}
+
+
+def _copy_entry(entry, tmp_path) -> Path:
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(entry["folder"], folder)
+    return folder
+
+
+def _flip_a_pixel_byte(folder, key):
+    path = folder / f"{key}.images.npy"
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x10  # one pixel's value moves by 16 levels: header, dtype and size intact
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _float32_images(folder, key):
+    path = folder / f"{key}.images.npy"
+    np.save(path, np.load(path).astype(np.float32))
+    return path
+
+
+def _fortran_order(folder, key):
+    path = folder / f"{key}.images.npy"
+    np.save(path, np.asfortranarray(np.load(path)))  # same values, other byte order
+    return path
+
+
+def _landmarks_of_the_wrong_shape(folder, key):
+    path = folder / f"{key}.landmarks.npy"
+    np.save(path, np.load(path)[:, :4])
+    return path
+
+
+def _truncate(name):
+    def damage(folder, key):
+        path = folder / f"{key}.{name}.npy"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path
+    return damage
+
+
+def _trailing_bytes(folder, key):
+    path = folder / f"{key}.boxes.npy"
+    path.write_bytes(path.read_bytes() + b"\0\0\0\0")
+    return path
+
+
+def _garbled_record(folder, key):
+    path = folder / f"{key}.json"
+    path.write_text('{"arrays": ')
+    return path
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_flip_a_pixel_byte, "checksum does not match"),
+    (_float32_images, r"holds float32 \(6, 32, 32, 3\), expected uint8"),
+    (_fortran_order, "in Fortran order"),
+    (_landmarks_of_the_wrong_shape, r"holds float32 \(6, 4, 2\), expected float32 \(6, 5, 2\)"),
+    (_truncate("images"), "cannot be read"),
+    (_truncate("landmarks"), "cannot be read"),
+    (_trailing_bytes, "bytes, expected"),
+    (_garbled_record, "checksum record cannot be read"),
+])
+def test_cache_re_renders_a_damaged_entry_and_names_the_file(cache_entry, tmp_path, damage,
+                                                             reason):
+    folder = _copy_entry(cache_entry, tmp_path)
+    path = damage(folder, cache_entry["key"])
+    with pytest.warns(cache.CacheWarning, match=f"{path}: .*{reason}"):
+        out = cache.cached_render(SynthConfig(), cache_entry["items"], size=32,
+                                  directory=folder, progress=False)
+    assert not out["cached"]
+    for name in ("images", "landmarks", "boxes"):  # the fresh render, not the damaged bytes
+        assert np.array_equal(out[name], cache_entry["fresh"][name]), name
+        assert out[name].dtype == cache_entry["fresh"][name].dtype
+    import warnings
+
+    with warnings.catch_warnings():  # repaired: served from disk again, silently
+        warnings.simplefilter("error")
+        again = cache.cached_render(SynthConfig(), cache_entry["items"], size=32,
+                                    directory=folder, progress=False)
+    assert again["cached"] and np.array_equal(again["images"], cache_entry["fresh"]["images"])
+
+
+def test_cache_serves_a_valid_entry_unchanged_as_a_read_only_memmap(cache_entry, tmp_path):
+    import warnings
+
+    folder = _copy_entry(cache_entry, tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = cache.cached_render(SynthConfig(), cache_entry["items"], size=32,
+                                  directory=folder, progress=False)
+    assert out["cached"] and isinstance(out["images"], np.memmap)
+    assert not out["images"].flags.writeable
+    assert out["images"].tobytes() == cache_entry["fresh"]["images"].tobytes()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing rewritten
+    record = json.loads((folder / f"{cache_entry['key']}.json").read_text())
+    assert record["arrays"]["images"]["crc32"] == zlib.crc32(
+        cache_entry["fresh"]["images"].tobytes())
+
+
+def test_cache_entries_without_a_checksum_record_are_re_rendered_once(cache_entry, tmp_path):
+    import warnings
+
+    folder = _copy_entry(cache_entry, tmp_path)
+    key = cache_entry["key"]
+    (folder / f"{key}.json").unlink()  # as the code before checksums wrote an entry
+    images = folder / f"{key}.images.npy"
+    np.save(images, np.zeros((6, 32, 32, 3), np.uint8))  # damage it cannot have detected
+    with pytest.warns(cache.CacheWarning, match=f"{images}: .*no checksum record"):
+        first = cache.cached_render(SynthConfig(), cache_entry["items"], size=32,
+                                    directory=folder, progress=False)
+    assert not first["cached"] and np.array_equal(first["images"],
+                                                  cache_entry["fresh"]["images"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = cache.cached_render(SynthConfig(), cache_entry["items"], size=32,
+                                     directory=folder, progress=False)
+    assert second["cached"] and (folder / f"{key}.json").is_file()
+
+
+def test_cache_takes_numpy_sizes_and_refuses_booleans(cache_entry):
+    out = cache.cached_render(SynthConfig(), cache_entry["items"], size=np.int64(32),
+                              directory=cache_entry["folder"], progress=False)
+    assert out["cached"] and out["path"].name.startswith(cache_entry["key"])  # same key
+    with pytest.raises(ValueError, match="size must be an integer >= 16, got True"):
+        cache.cached_render(SynthConfig(), cache_entry["items"], size=True,
+                            directory=cache_entry["folder"], progress=False)
+
+
+@pytest.mark.parametrize("labels, kwargs, match", [
+    ([0, 0.7, 1, 2], {}, r"labels must be integers \(int64\), got 0.7 at index 1"),
+    ([0, 1, -3, 2], {}, r"labels must be >= 0, got -3 at index 2"),
+    ([0, 1, 2, 3], {"num_classes": 3}, r"in \[0, 3\) \(num_classes\), got 3 at index 3"),
+    ([0, 1, float("nan"), 2], {}, "got nan at index 2"),
+    ([True, False, True, True], {}, "labels must be integers, got dtype bool"),
+    (["a", "b", "c", "d"], {}, "labels must be integers, got dtype <U1"),
+    ([0, 1, 2, 3], {"num_classes": True}, "num_classes must be an integer >= 1"),
+])
+def test_face_dataset_refuses_labels_that_are_not_class_indices(labels, kwargs, match):
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=match):
+        cache.FaceDataset(images, labels, **kwargs)
+
+
+def test_face_dataset_takes_integer_arrays_tensors_and_whole_floats():
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    for labels in ([2, 0, 1], np.array([2, 0, 1], np.uint8), torch.tensor([2, 0, 1]),
+                   [2.0, 0.0, 1.0], np.array([2, 0, 1], np.int32)):
+        ds = cache.FaceDataset(images, labels, num_classes=np.int64(3))
+        assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [2, 0, 1]
+        assert [ds[i][1] for i in range(3)] == [2, 0, 1]

@@ -219,3 +219,65 @@ def test_target_angle_log_equals_the_angle_of_the_first_batch(tiny, tmp_path):
     expected = torch.rad2deg(torch.arccos(cos_y)).mean().item()
     assert run["target_angles"][0] == pytest.approx(expected, rel=1e-5)
     assert len(run["target_angles"]) == 2 and 0 < expected < 180
+
+
+def _log_rows(path):
+    """log.jsonl without its wall-clock field (images_per_s differs between any two runs)."""
+    return [{k: v for k, v in json.loads(line).items() if k != "images_per_s"}
+            for line in path.read_text().splitlines()]
+
+
+def test_max_steps_never_moves_a_run_backwards_and_must_be_positive(tiny, tmp_path):
+    done = train(CFG, tiny, 6, tmp_path / "a", progress=False, device="cpu")
+    ckpt = tmp_path / "a" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match=r"max_steps \(5\) is below step 12"):
+        train(CFG, tiny, 6, tmp_path / "a", max_steps=5, progress=False, device="cpu")
+    assert ckpt.read_bytes() == before  # old code wrote "step 5" over the step-12 weights
+    assert torch.load(ckpt, weights_only=True)["step"] == done["step"] == 12
+    for bad in (-3, 0, 2.5, True):
+        with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+            train(CFG, tiny, 6, tmp_path / "b", max_steps=bad, progress=False, device="cpu")
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+    again = train(CFG, tiny, 6, tmp_path / "a", max_steps=12, progress=False, device="cpu")
+    assert again["losses"] == done["losses"]  # max_steps at the reached step: nothing to do
+
+
+def test_the_log_is_on_disk_before_each_checkpoint(tiny, tmp_path, monkeypatch):
+    import arclab.train.loop as loop
+
+    seen = []
+    real = loop.save_checkpoint
+
+    def spy(ckpt, cfg, parts, record, step, rank):
+        lines = (ckpt.parent / "log.jsonl").read_text().splitlines()  # what a kill would leave
+        seen.append((step, sum("loss" in json.loads(x) for x in lines)))
+        real(ckpt, cfg, parts, record, step, rank)
+
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    train(CFG, tiny, 6, tmp_path / "a", max_steps=9, progress=False, device="cpu")
+    assert seen == [(4, 4), (8, 8), (9, 9)]  # buffered, the file held 0 lines at step 4
+
+
+def test_resume_cuts_the_log_to_the_checkpoint_and_drops_a_torn_last_line(tiny, tmp_path):
+    def probe(model):
+        return {"w": float(sum(p.detach().double().sum() for p in model.parameters()))}
+
+    cfg = TrainConfig(**{**CFG.__dict__, "validate_every": 4})  # validations at checkpoints
+    train(cfg, tiny, 6, tmp_path / "a", validate=probe, progress=False, device="cpu")
+    whole = _log_rows(tmp_path / "a" / "log.jsonl")
+    assert [r["step"] for r in whole if "validation" in r] == [4, 8, 12]
+    train(cfg, tiny, 6, tmp_path / "b", validate=probe, max_steps=4, progress=False,
+          device="cpu")
+    log = tmp_path / "b" / "log.jsonl"
+    # a kill at step 6: steps 4 and 5 logged after the checkpoint, the last line cut short
+    later = (tmp_path / "a" / "log.jsonl").read_text().splitlines()[5:7]
+    log.write_text(log.read_text() + "\n".join(later) + '\n{"step": 6, "lo')
+    with pytest.warns(UserWarning, match="torn last line"):
+        train(cfg, tiny, 6, tmp_path / "b", validate=probe, progress=False, device="cpu")
+    # the validation at the checkpoint's own step (4) stays; old code dropped it, then raised
+    assert _log_rows(log) == whole
+    log.write_text('{"step": 0}\nnot json\n{"step": 1}\n')
+    with pytest.raises(ValueError, match="line 2 is not a JSON object"):
+        train(cfg, tiny, 6, tmp_path / "b", validate=probe, max_steps=12, progress=False,
+              device="cpu")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +18,7 @@ from arclab.losses.heads import make_head
 from arclab.losses.margins import MarginLoss
 from arclab.models import get_model
 from arclab.train import TrainConfig, step_batch
+from arclab.train.__main__ import main as cli_main
 from arclab.train.sources import build_dataset
 from arclab.train.spec import load_spec, run_dir
 
@@ -45,6 +48,27 @@ def _cli(*args: str, env_extra: dict | None = None, torchrun: bool = False):
     ({"data": {"source": "imagefolder", "root": "x", "rec": "y"}}, r"unknown data keys \['rec'\]"),
     ({"data": {"n_identities": 3, "n_per_identity": 2}, "validation": {"ijb": {}}},
      "validation.ijb must be a SynthFaces protocol"),
+    ({"train": {"milestones": 0.5}}, r"train\.milestones must be a list of fractions"),
+    ({"train": {"milestones": ["a"]}}, r"train\.milestones must be fractions"),
+    ({"train": {"backbone": "r999"}}, r"train\.backbone must be one of \[.*'mbf'.*\], got 'r999'"),
+    ({"train": {"input_size": 8}}, r"train\.input_size must be at least 16"),
+    ({"train": {"s": True}}, r"train\.s must be a finite number > 0, got True"),
+    ({"train": []}, "train must be a mapping"),
+    ({"data": {"n_identities": 0, "n_per_identity": 2}},
+     r"data\.n_identities must be an integer >= 2, got 0"),
+    ({"data": {"n_identities": 3, "n_per_identity": 2.5}}, r"data\.n_per_identity must be"),
+    ({"data": {"n_identities": 3, "n_per_identity": 2, "synth": {"seed": -1}}},
+     r"data\.synth\.seed must be"),
+    ({"data": {"source": "recordio"}}, r"data\.rec is required"),
+    ({"data": {"source": "recordio", "rec": "/no/such.rec"}},
+     r"data\.rec '/no/such\.rec' is not an existing file"),
+    ({"data": {"source": "imagefolder", "root": "/no/such"}}, r"data\.root '/no/such' is not"),
+    ({"data": {"n_identities": 3, "n_per_identity": 2}, "validation": {"x": {"bin": "/no.bin"}}},
+     r"validation\.x\.bin '/no\.bin' is not an existing file"),
+    ({"data": {"n_identities": 3, "n_per_identity": 2},
+      "validation": {"lfw": {"n_idents": 3}}}, r"unknown validation\.lfw keys \['n_idents'\]"),
+    ({"data": {"n_identities": 3, "n_per_identity": 2},
+      "validation": {"lfw": {"n_identities": 1}}}, r"validation\.lfw\.n_identities must be"),
 ])
 def test_bad_specs_fail_naming_the_key(raw, message):
     with pytest.raises(ValueError, match=message):
@@ -157,3 +181,105 @@ def test_torchrun_ddp_averages_the_half_batch_gradients_and_resumes(tmp_path, mo
     # a wrong split (each rank on the whole batch) would not give this first loss
     x, y = step_batch(data, cfg, 0)
     assert abs(state["losses"][0] - loss_fn(head(model(x)), y).item()) > 1e-3
+
+
+BAD_CLI = [  # (changes to SPEC, extra arguments, what the one stderr line must say)
+    ({"train": {"milestones": 0.5}}, [], r"train\.milestones must be a list"),
+    ({"data": {"source": "recordio"}}, [], r"data\.rec is required"),
+    ({"train": {"backbone": "r999"}}, [], r"train\.backbone must be one of \[.*\], got 'r999'"),
+    ({"data": {"source": "recordio", "rec": "{tmp}/missing.rec"}}, [],
+     r"data\.rec '.*/missing\.rec' is not an existing file"),
+    ({"data": {"source": "recordio", "rec": "{tmp}/spec.yaml"}}, [],
+     r"data\.rec '.*/spec\.yaml' is not a RecordIO file"),
+    ({"validation": {"my_lfw": {"bin": "{tmp}/missing.bin"}}}, [],
+     r"validation\.my_lfw\.bin '.*/missing\.bin' is not an existing file"),
+    ({"data": {"n_identities": 0}}, [], r"data\.n_identities must be an integer >= 2, got 0"),
+    ({"train": {"input_size": 8}}, [], r"train\.input_size must be at least 16 pixels"),
+    ({"train": {"lr": "0.1"}}, [], r"train\.lr must be a finite number > 0, got '0\.1'"),
+    ({"train": {"batch_size": 32}}, [], r"train\.batch_size \(32\) must not exceed the data set "
+                                        r"\(24 items"),
+    ({"validation": {"lfw": {"pairs_per_fold": 0}}}, [], r"validation\.lfw\.pairs_per_fold"),
+    ({"train": {"amp": "fp16"}}, [], r"train\.amp='fp16' needs a CUDA device"),
+    ({}, ["--max-steps", "-3"], r"max_steps must be a positive integer, got -3"),
+    ({}, ["--max-steps", "0"], r"max_steps must be a positive integer, got 0"),
+    pytest.param({}, ["--device", "cuda"], r"device 'cuda' cannot be used",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+    ("train: {backbone: r18\ndata: [1, 2\n", [], r"not valid YAML at line \d+, column \d+"),
+]
+
+
+def _spec_text(change, tmp_path) -> str:
+    if isinstance(change, str):
+        return change
+    spec = copy.deepcopy(SPEC)
+    for section, keys in change.items():
+        spec[section] = ({} if "source" in keys else spec[section]) | keys
+    return yaml.safe_dump(spec).replace("{tmp}", str(tmp_path))
+
+
+def _refused(capsys, args, pattern) -> str:
+    """Run the CLI in this process: exit status 2 and one stderr line matching ``pattern``."""
+    code = cli_main([*args, "--no-progress"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("change, extra, pattern", BAD_CLI)
+def test_cli_refuses_a_bad_spec_in_one_line_before_rendering(change, extra, pattern, tmp_path,
+                                                             monkeypatch, capsys):
+    monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "spec.yaml"
+    path.write_text(_spec_text(change, tmp_path))
+    line = _refused(capsys, [str(path), "--out", str(tmp_path / "run"), *extra], pattern)
+    assert line.startswith(f"error: {path}: ")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_to_damage_a_run_and_reports_a_crash_with_its_traceback(tmp_path,
+                                                                           monkeypatch, capsys):
+    monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path / "cache"))
+    path, run = tmp_path / "spec.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert cli_main([str(path), "--out", str(run), "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
+    ckpt, stored = (run / "checkpoint.pt").read_bytes(), (run / "spec.json").read_bytes()
+    cache = sorted((tmp_path / "cache").rglob("*"))
+    _refused(capsys, [str(path), "--out", str(run), "--max-steps", "3"],
+             r"max_steps \(3\) is below step 6")
+    for change, pattern in (({"train": {"lr": 0.01}}, "written with another config"),
+                            ({"data": {"n_per_identity": 5}}, "holds a run on other data")):
+        path.write_text(_spec_text(change, tmp_path))
+        _refused(capsys, [str(path), "--out", str(run)], pattern)
+    assert (run / "checkpoint.pt").read_bytes() == ckpt  # nothing rewritten, spec.json with it
+    assert (run / "spec.json").read_bytes() == stored
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    path.write_text(yaml.safe_dump(SPEC))
+    for name, write in (("truncated", lambda p: p.write_bytes(ckpt[: len(ckpt) // 2])),
+                        ("malicious", lambda p: torch.save({"model": Payload()}, p))):
+        write((tmp_path / name).mkdir() or tmp_path / name / "checkpoint.pt")
+        _refused(capsys, [str(path), "--out", str(tmp_path / name)],
+                 rf"{name}/checkpoint\.pt is not a checkpoint torch\.load\(weights_only=True\)")
+        assert [p.name for p in (tmp_path / name).iterdir()] == ["checkpoint.pt"]
+    assert not marker.exists() and sorted((tmp_path / "cache").rglob("*")) == cache
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("arclab.train.spec.train", crash)
+    code = cli_main([str(path), "--out", str(tmp_path / "crash"), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, lines
+    found = re.fullmatch(r"error: RuntimeError: boom second line \(full traceback: (.*)\)",
+                         lines[0])
+    assert found and found.group(1) == str(tmp_path / "crash" / "traceback.txt")
+    assert "in crash" in (tmp_path / "crash" / "traceback.txt").read_text()

@@ -5,12 +5,14 @@ Command line (run from the repository root)::
     python -m arclab.book.runner list
     python -m arclab.book.runner run --profile smoke [NAMES ...] [--out build/smoke] [--keep-going]
     python -m arclab.book.runner book --profile book
+    python -m arclab.book.runner timings --profile book [--since UNIX_TIME]
 
 ``run`` executes each notebook with the parameters of ``params/<profile>.yaml`` in a kernel
 that runs this very interpreter, writes the executed copy to ``build/<profile>/NAME.ipynb``
 (atomically: a failed run leaves ``NAME.failed.ipynb`` beside it and no fresh-looking output
 for Make to trust) and checks that the notebook wrote its results JSON. On failure it names the
-notebook, the cell and the exception, and exits with status 1.
+notebook, the cell and the exception, and exits with status 1. ``run`` and ``timings`` (the
+end of ``make notebooks`` and ``make book``) print each notebook's wall time and the total.
 
 Taught in: notebooks/00_tour.ipynb
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,14 +30,16 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
 from pathlib import Path
 
 from arclab import __version__
+from arclab.atomic import atomic_path
 from arclab.book.notebook import git_sha, load_params, profiles, repo_root, results_path
 
 __all__ = ["NotebookFailed", "build_book", "execute_notebook", "main", "notebook_paths",
-           "resolve_notebooks", "run_notebooks"]
+           "record_timing", "resolve_notebooks", "run_notebooks", "timings_path", "timings_table"]
 
 KERNEL_NAME = "arclab-runner"
 CELL_TIMEOUT_S = 3 * 3600
@@ -171,24 +176,58 @@ def run_notebooks(profile: str, names: Sequence[str] = (), *, out_dir: Path | No
     bar = tqdm(paths, desc=f"notebooks ({profile})", unit="nb", disable=len(paths) < 2)
     for path in bar:
         bar.set_postfix_str(path.stem)
+        started, n_failed = time.perf_counter(), len(failures)
         try:
             done.append(execute_notebook(path, profile, out_dir, params_dir=params_dir,
                                          results_dir=results_dir))
         except NotebookFailed as err:
             failures.append(str(err))
-            if not keep_going:
-                break
+        record_timing(timings_path(profile, results_dir), path.stem, time.perf_counter() - started,
+                      "failed" if len(failures) > n_failed else "executed")
+        if failures and not keep_going:
+            break
     if failures:
         raise NotebookFailed("\n".join(failures))
     return done
+
+
+def timings_path(profile: str, results_dir: Path | None = None) -> Path:
+    """``<results dir>/<profile>/timings.json``: each notebook's last wall time, and status."""
+    base = results_dir or os.environ.get("ARCLAB_RESULTS_DIR") or repo_root() / "results"
+    return Path(base) / profile / "timings.json"
+
+
+def record_timing(path: Path, stem: str, seconds: float, status: str) -> None:
+    """Merge ``{stem: {"seconds", "status" ("executed"|"failed"), "when" (UTC end, ISO)}}``."""
+    entries = {}
+    with suppress(OSError, ValueError):  # none yet, or hand-broken: timings only, start afresh
+        entries = json.loads(path.read_text())
+    entries[stem] = {"seconds": round(seconds, 2), "status": status,
+                     "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+
+
+def timings_table(path: Path, stems: Sequence[str], *, since: float | None = None,
+                  stale: str = "up to date") -> str:
+    """A row per notebook (seconds, status, end time; ``stale`` as the status of runs that
+    ended before the Unix time ``since``), then the total and the part run since ``since``."""
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    rows, total, now = [f"{'notebook':<34}{'seconds':>9}  {'status':<12}ended (UTC)"], 0.0, 0.0
+    for stem in stems:
+        e = entries.get(stem, {"seconds": 0.0, "status": "never run", "when": ""})
+        old = bool(since and e["when"]) and datetime.fromisoformat(e["when"]).timestamp() < since
+        total, now = total + e["seconds"], now + e["seconds"] * (not old)
+        rows.append(f"{stem:<34}{e['seconds']:>9.1f}  {stale if old else e['status']:<12}"
+                    f"{e['when'][:16].replace('T', ' ')}")
+    return "\n".join(rows + [f"{'total':<34}{total:>9.1f}  (run now: {now:.1f} s)"])
 
 
 def _vendor_mathjax(static_dir: Path) -> None:
     """Copy MathJax 2.7 from the jupyter-server-mathjax package so pages render math offline."""
     import jupyter_server_mathjax
 
-    src = Path(jupyter_server_mathjax.__file__).parent / "static"
-    dest = static_dir / "mathjax"
+    src, dest = Path(jupyter_server_mathjax.__file__).parent / "static", static_dir / "mathjax"
     if not (dest / "MathJax.js").is_file():
         shutil.copytree(src, dest, dirs_exist_ok=True)
 
@@ -196,8 +235,6 @@ def _vendor_mathjax(static_dir: Path) -> None:
 def _reproduces(title_source: str) -> str:
     """The first sentence after "Reproduces:" in a notebook's title cell (blockquote marks and
     line breaks removed, final period dropped)."""
-    import re
-
     match = re.search(r"Reproduces:(.*?)(?:\n\s*\n|\Z)", title_source, re.S)
     if match is None:
         return ""
@@ -208,8 +245,6 @@ def _reproduces(title_source: str) -> str:
 def _execution(nb, executed_dir: Path) -> tuple[str, str]:
     """(profile, UTC end time as "YYYY-MM-DD HH:MM UTC") of an executed notebook, from the
     metadata papermill wrote (the folder name and "unknown time" where it is missing)."""
-    from datetime import datetime, timezone
-
     meta = nb.metadata.get("papermill", {})
     profile = str(meta.get("parameters", {}).get("profile", executed_dir.name))
     try:
@@ -222,15 +257,12 @@ def _execution(nb, executed_dir: Path) -> tuple[str, str]:
 def _run_note(stem: str, profile: str, when: str) -> str:
     """The admonition under each chapter's title: downloads and the commands that run it."""
     return "\n".join([
-        "```{admonition} Run this page yourself",
-        ":class: tip",
+        "```{admonition} Run this page yourself", ":class: tip",
         f"Executed headless with the `{profile}` profile ({when}) and rendered without",
         "re-execution. Download {download}`the notebook <_clean/" + stem + ".ipynb>` (no outputs,",
         "as in the repository); the download menu at the top of the page has this executed copy.",
-        "From a clone of the repository:",
-        "",
-        "    # JupyterLab on notebooks/ with the project's kernel:",
-        "    make lab",
+        "From a clone of the repository:", "",
+        "    # JupyterLab on notebooks/ with the project's kernel:", "    make lab",
         "    # or run it headless with the book profile, into build/book/:",
         f"    python -m arclab.book.runner run --profile book {stem}",
         "```",
@@ -263,8 +295,6 @@ def _stage_notebooks(executed_dir: Path, staged: Path, notebooks_dir: Path | Non
 
 def _chapter_list(chapters: list[tuple[str, str, str, str]]) -> str:
     """Markdown for the intro page: each chapter, what it reproduces, its profile and time."""
-    from datetime import datetime, timezone
-
     sha = git_sha(repo_root())
     sha = sha if sha == "unknown" else sha[:10] + ("-dirty" if sha.endswith("-dirty") else "")
     profiles_used = sorted({profile for _, _, profile, _ in chapters})
@@ -312,15 +342,11 @@ def build_book(executed_dir: Path, *, book_dir: Path | None = None,
 
 def _link_favicon(index: Path) -> None:
     """jupyter-book's root ``index.html`` is a bare redirect without the theme's icon link, so
-    a browser asks the server for ``/favicon.ico`` (a 404 in the console). Point it at the
-    book's own icon."""
-    if not index.is_file():
-        return
-    text = index.read_text()
+    a browser asks the server for ``/favicon.ico`` (a 404 in the console): link the book's."""
+    text = index.read_text() if index.is_file() else 'rel="icon"'
     icons = sorted((index.parent / "_static").glob("favicon.*"))
-    if 'rel="icon"' in text or not icons:
-        return
-    index.write_text(f'<link rel="icon" href="_static/{icons[0].name}">\n' + text)
+    if 'rel="icon"' not in text and icons:
+        index.write_text(f'<link rel="icon" href="_static/{icons[0].name}">\n' + text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,11 +357,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("list", help="list notebooks and profiles")
     run = sub.add_parser("run", help="execute notebooks with a profile's parameters")
     run.add_argument("names", nargs="*", help="notebooks (00_tour, 00 or a path); default: all")
-    for p in (run, sub.add_parser("book", help="render the book from executed notebooks")):
+    timings = sub.add_parser("timings", help="table of each notebook's last wall time")
+    timings.add_argument("--since", type=float, help="Unix time; runs ended before: up to date")
+    for p in (run, sub.add_parser("book", help="render the book from executed notebooks"), timings):
         p.add_argument("--profile", default="book", help="smoke | book | full (default: book)")
     run.add_argument("--out", type=Path, help="output folder (default: build/<profile>)")
     run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
-    run.add_argument("--notebooks-dir", type=Path, help="notebooks folder (default: notebooks/)")
+    for p in (run, timings):
+        p.add_argument("--notebooks-dir", type=Path, help="notebooks folder (default: notebooks/)")
     run.add_argument("--params-dir", type=Path, help="where <profile>.yaml is (default: params/)")
     args = parser.parse_args(argv)
     try:
@@ -343,10 +372,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("profiles: " + ", ".join(profiles()))
             print("\n".join(p.stem for p in notebook_paths()))
         elif args.command == "run":
-            for path in run_notebooks(args.profile, args.names, out_dir=args.out,
-                                      notebooks_dir=args.notebooks_dir,
-                                      params_dir=args.params_dir, keep_going=args.keep_going):
-                print(f"executed {path}")
+            stems = [p.stem for p in resolve_notebooks(args.names, args.notebooks_dir)]
+            since, log = time.time(), timings_path(args.profile)
+            try:
+                for path in run_notebooks(args.profile, args.names, out_dir=args.out,
+                                          notebooks_dir=args.notebooks_dir,
+                                          params_dir=args.params_dir, keep_going=args.keep_going):
+                    print(f"executed {path}")
+            finally:
+                if log.is_file() and log.stat().st_mtime >= since:  # something ran
+                    print(timings_table(log, stems, since=since, stale="not run"))
+        elif args.command == "timings":
+            stems = [p.stem for p in notebook_paths(args.notebooks_dir)]
+            print(timings_table(timings_path(args.profile), stems, since=args.since))
         else:
             if args.profile not in profiles():
                 raise ValueError(f"profile must be one of {profiles()}, got {args.profile!r}")

@@ -14,6 +14,7 @@ Taught in: notebooks/10_retinaface.ipynb
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def preprocess(images: Tensor) -> Tensor:
     123)); with this its published weights see what they were trained on.
 
     Shapes: (B, 3, H, W) float -> (B, 3, H, W), same dtype and device.
+
+    Raises:
+        ValueError: images not a floating-point (B, 3, H, W) tensor.
 
     Example:
         >>> preprocess(torch.tensor([1.0, 0.5, 0.0])[None, :, None, None]).flatten().tolist()
@@ -190,7 +194,9 @@ class RetinaFace(nn.Module):
             regression of the paper's pixel term; not in the port's weights).
 
     Raises:
-        ValueError: an unknown backbone or context, or a non-positive size.
+        ValueError: an unknown backbone or context; out_channels not an integer >= 4 and a
+            multiple of 4, anchors_per_cell not an integer >= 1, dense_dim not an integer
+            >= 0 (numpy integers count, booleans do not).
 
     Example:
         >>> out = RetinaFace()(preprocess(torch.rand(1, 3, 64, 64)))
@@ -216,8 +222,9 @@ class RetinaFace(nn.Module):
         out = default_out if out_channels is None else out_channels
         for name, value, low in (("out_channels", out, 4), ("anchors_per_cell",
                                  anchors_per_cell, 1), ("dense_dim", dense_dim, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        out, anchors_per_cell, dense_dim = int(out), int(anchors_per_cell), int(dense_dim)
         self.fpn = _FPN(channels, out)
         for i in (1, 2, 3):
             self.add_module(f"ssh{i}", _SSH(out, out, deformable=context == "ssh_dcn"))
@@ -251,8 +258,10 @@ def load_port_weights(model: RetinaFace, source: str | Path | Mapping) -> Retina
     anchors and no dense head (the DCN offsets and ``DenseHead`` are not in the port).
 
     Raises:
-        ValueError: an unreadable or non-weights file, not a mapping of names to tensors, or
-            keys / shapes that differ from the model's (all named, with counts).
+        ValueError: an unreadable or non-weights file, not a mapping of names to tensors, a
+            tensor with NaN or inf values (the file and the first such tensor named: such
+            weights would load and then find no face), or keys / shapes that differ from the
+            model's (all named, with counts).
     """
     return load_strict(model, source, wrappers=("state_dict",))
 

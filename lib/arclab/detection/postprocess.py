@@ -13,6 +13,8 @@ Taught in: notebooks/10_retinaface.ipynb
 
 from __future__ import annotations
 
+import math
+import numbers
 import statistics
 import time
 from collections.abc import Sequence
@@ -34,6 +36,29 @@ def _device_of(model: nn.Module) -> torch.device:
     if tensor is None:
         tensor = next(model.buffers(), None)
     return torch.device("cpu") if tensor is None else tensor.device
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter or buffer, else float32."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _integer(name: str, value: int, low: int) -> int:
+    """``value`` as an int, checked to be an integer (numpy's too, not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: float) -> float:
+    """``value`` as a float, checked to be a finite real number (numpy's too, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (not a bool), got {value!r}")
+    return float(value)
 
 
 def _check_images(images: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -70,7 +95,7 @@ def _detect_batch(model: nn.Module, images: Tensor, prior_config: str | dict,
                   score_threshold: float, nms_threshold: float, top_k: int,
                   keep_top_k: int) -> list[dict[str, Tensor]]:
     b, _, h, w = images.shape
-    out = model(preprocess(images))
+    out = model(preprocess(images.to(_dtype_of(model))))  # half images, float32 model: cast
     anchors = priors((h, w), prior_config).to(images.device)
     if out["cls"].shape[:2] != (b, len(anchors)):
         raise ValueError(f"the model gives {tuple(out['cls'].shape[:2])} (batch, priors) for a "
@@ -101,10 +126,11 @@ def detect(model: nn.Module, images: Tensor | Sequence[Tensor], *,
            device: str | torch.device | None = None) -> list[dict[str, Tensor]]:
     """Faces in RGB images with values in [0, 1].
 
-    Shapes: images (B, 3, H, W) float, or a list of (3, H, W) images of any sizes (images of
-    one size run as one batch) -> per image {"boxes": (D, 4) x1, y1, x2, y2 in pixels,
-    "scores": (D,) face probability, "landmarks": (D, 5, 2) (x, y) in pixels}, highest score
-    first, on the device the model ran on.
+    Shapes: images (B, 3, H, W) float (float16 and bfloat16 too: they are cast to the model's
+    dtype), or a list of (3, H, W) images of any sizes (images of one size run as one batch)
+    -> per image {"boxes": (D, 4) x1, y1, x2, y2 in pixels, "scores": (D,) face probability,
+    "landmarks": (D, 5, 2) (x, y) in pixels}, highest score first, on the device the model ran
+    on.
 
     Scores at or under ``score_threshold`` are dropped, the ``top_k`` best kept, NMS at
     ``nms_threshold`` IoU applied and at most ``keep_top_k`` kept. ``model`` maps
@@ -113,15 +139,16 @@ def detect(model: nn.Module, images: Tensor | Sequence[Tensor], *,
     its parameters are); its device and every module's train/eval mode are restored afterwards.
 
     Raises:
-        ValueError: images not float in [0, 1], of the wrong shape or empty; thresholds or
-            counts out of range; a model whose prior count does not match ``prior_config``.
+        ValueError: images not float in [0, 1], of the wrong shape or empty; thresholds not
+            numbers in range or counts not positive integers (numpy scalars count, booleans do
+            not); a model whose prior count does not match ``prior_config``.
     """
+    score_threshold = _real("score_threshold", score_threshold)
+    nms_threshold = _real("nms_threshold", nms_threshold)
     if not 0 <= score_threshold < 1 or not 0 < nms_threshold <= 1:
         raise ValueError(f"score_threshold must be in [0, 1) and nms_threshold in (0, 1], got "
                          f"{score_threshold} and {nms_threshold}")
-    for name, value in (("top_k", top_k), ("keep_top_k", keep_top_k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    top_k, keep_top_k = _integer("top_k", top_k, 1), _integer("keep_top_k", keep_top_k, 1)
     batches = _check_images(images)
     home = _device_of(model)
     dev = torch.device(device) if device is not None else home
@@ -169,9 +196,16 @@ def detector_costs(model: nn.Module, image_size: tuple[int, int] = (480, 640)) -
 
     Returns:
         {"flops": int, "macs": int, "params": int, "size_mb": float (fp32 bytes / 1e6)}.
+
+    Raises:
+        ValueError: image_size not two positive integers (H, W) (numpy integers count,
+            booleans do not).
     """
-    if len(image_size) != 2 or any(not isinstance(v, int) or v < 1 for v in image_size):
+    if not isinstance(image_size, Sequence) or len(image_size) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+            for v in image_size):
         raise ValueError(f"image_size must be (H, W) positive integers, got {image_size!r}")
+    image_size = (int(image_size[0]), int(image_size[1]))
     extra = {"flops": 0, "macs": 0}
 
     def deform_hook(m: DeformConv2d, _inp, out: Tensor) -> None:
@@ -203,9 +237,18 @@ def time_detector(model: nn.Module,
 
     Returns rows {"height", "width", "threads", "device", "ms", "ms_min"}; the thread
     setting, the model's device and its train/eval modes are restored afterwards.
+
+    Raises:
+        ValueError: repeats not an integer >= 1, warmup not an integer >= 0, sizes not pairs
+            of positive integers, or (on the CPU) threads not positive integers or None
+            (numpy integers count, booleans do not).
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    repeats, warmup = _integer("repeats", repeats, 1), _integer("warmup", warmup, 0)
+    for size in sizes:
+        if not isinstance(size, Sequence) or len(size) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+                for v in size):
+            raise ValueError(f"sizes must be (H, W) pairs of positive integers, got {size!r}")
     dev = torch.device(device)
     before = torch.get_num_threads()
     home = _device_of(model)
@@ -219,13 +262,13 @@ def time_detector(model: nn.Module,
     rows = []
     try:
         for n in (threads if dev.type == "cpu" else [0]):
-            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) \
-                    and dev.type == "cpu":
+            if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
+                                  or n < 1) and dev.type == "cpu":
                 raise ValueError(f"threads must be positive integers or None, got {n!r}")
-            count = before if n is None else n
+            count = before if n is None else int(n)
             torch.set_num_threads(count or before)
             for h, w in sizes:
-                x = torch.rand(1, 3, h, w, device=dev)
+                x = torch.rand(1, 3, int(h), int(w), device=dev)
                 for _ in range(warmup):
                     model(x)
                 times = []

@@ -8,6 +8,9 @@
 - :mod:`~arclab.evaluation.challenge`: scoring a submitted file as the organisers do, and
   the paper's TPR-at-FPR tables;
 - :mod:`~arclab.evaluation.counts`: how many pairs an all-pairs protocol has;
+- :mod:`~arclab.evaluation.paired`: A − B over paired seeds with an interval for seed and
+  test-set noise and a verdict, identity-level resamples of a test set, and the scale that
+  would resolve a comparison (every ablation);
 - :mod:`~arclab.evaluation.angles`: angle statistics of an embedding (the ArcFace paper's
   angle table, notebook 05);
 - :mod:`~arclab.evaluation.pixel_baseline`: raw pixels + PCA, the matcher that calibrates how
@@ -22,6 +25,15 @@ from arclab.evaluation._tiles import all_pair_scores
 from arclab.evaluation.allpairs import DEFAULT_BINS, roc_curve_allpairs, tpr_at_fpr
 from arclab.evaluation.challenge import ci_above, score_submission, tpr_rows
 from arclab.evaluation.fileformat import read_features, write_features
+from arclab.evaluation.paired import (
+    Comparison,
+    allpairs_tpr_boot,
+    compare_paired,
+    grouped_mean_boot,
+    identity_resamples,
+    predict_half_width,
+    scale_to_resolve,
+)
 from arclab.evaluation.verification import (
     tar_at_far,
     template_features,
@@ -30,10 +42,17 @@ from arclab.evaluation.verification import (
 
 __all__ = [
     "DEFAULT_BINS",
+    "Comparison",
     "all_pair_scores",
+    "allpairs_tpr_boot",
     "ci_above",
+    "compare_paired",
+    "grouped_mean_boot",
+    "identity_resamples",
+    "predict_half_width",
     "read_features",
     "roc_curve_allpairs",
+    "scale_to_resolve",
     "score_submission",
     "tar_at_far",
     "template_features",

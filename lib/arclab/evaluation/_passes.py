@@ -292,8 +292,9 @@ def to_cache(store: tuple, wanted: np.ndarray, c: Counts, device: torch.device) 
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         per_bin[keys[starts]] = np.add.reduceat(counts, starts)
     if not np.array_equal(per_bin[wanted], c.hist[wanted]):
-        raise RuntimeError("collected scores disagree with the histogram: scores differ "
-                           "between passes (non-deterministic matmul?)")
+        raise RuntimeError("collected scores disagree with the histogram: scores or excluded "
+                           "pairs differ between passes (a mask callable that depends on more "
+                           "than (i, j), or a non-deterministic matmul)")
     lo, hi = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
     return {int(b): (vals[a:z][::-1], counts[a:z][::-1]) for b, a, z in zip(wanted, lo, hi)}
 

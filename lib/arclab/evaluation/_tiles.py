@@ -16,6 +16,7 @@ listed once (:func:`prepare`), so no tile compares ids.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -194,9 +195,10 @@ def default_block(block_size: int | None, device: torch.device) -> int:
     """The tile side: ``block_size`` checked, or 1024 on the CPU and 4096 elsewhere."""
     if block_size is None:
         return 1024 if device.type == "cpu" else 4096
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) \
+            or block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    return block_size
+    return int(block_size)
 
 
 def _buffer(workspace: dict, name: str, numel: int, dtype: torch.dtype,
@@ -246,8 +248,12 @@ def call_mask(mask_fn: PairMask, i: Tensor, j: Tensor) -> Tensor:
     """``mask_fn(i, j)``, checked to be a bool tensor of the broadcast shape of i and j."""
     shape = torch.broadcast_shapes(i.shape, j.shape)
     drop = mask_fn(i, j)
-    if (not isinstance(drop, Tensor) or drop.dtype != torch.bool
-            or torch.broadcast_shapes(drop.shape, shape) != shape):
+    try:
+        fits = (isinstance(drop, Tensor) and drop.dtype == torch.bool
+                and torch.broadcast_shapes(drop.shape, shape) == shape)
+    except RuntimeError:  # torch's word for shapes that do not broadcast at all
+        fits = False
+    if not fits:
         raise ValueError(f"mask must return a bool tensor broadcastable to {tuple(shape)}, got "
                          f"{getattr(drop, 'dtype', type(drop).__name__)} "
                          f"{tuple(getattr(drop, 'shape', ()))}")
@@ -369,7 +375,8 @@ def all_pair_scores(features: Tensor | np.ndarray, *, block_size: int | None = N
     Units: scores are cosines in [-1, 1] (up to float32 rounding).
 
     Raises:
-        ValueError: features not (N, D) with N >= 2, or not finite, or with a zero row.
+        ValueError: features not (N, D) real numbers with N >= 2, not finite or with a zero
+            row; block_size not a positive integer (numpy's count, booleans do not).
 
     Example:
         >>> i, j, s = all_pair_scores(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]))

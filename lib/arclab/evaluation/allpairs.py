@@ -21,6 +21,7 @@ Taught in: notebooks/08_trillion_pairs.ipynb
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -49,8 +50,15 @@ def check_fprs(fprs: float | Sequence[float] | np.ndarray | Tensor) -> list[floa
     """The target rates as a list of floats, each checked to be in (0, 1].
 
     Raises:
-        ValueError: ``fprs`` is not a number or a 1-D list of numbers, or one is outside (0, 1].
+        ValueError: ``fprs`` is not a number or a 1-D list of numbers (booleans are not), or
+            one is outside (0, 1].
+
+    Example:
+        >>> check_fprs(np.float32(0.5)), check_fprs([1e-6, 1])
+        ([0.5], [1e-06, 1.0])
     """
+    if isinstance(fprs, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in fprs):
+        raise ValueError(f"fprs must be a number or a 1-D list of numbers, got {fprs!r}")
     values = np.atleast_1d(np.asarray(fprs.cpu() if isinstance(fprs, Tensor) else fprs))
     if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"fprs must be a number or a 1-D list of numbers, got {fprs!r}")
@@ -67,8 +75,9 @@ def _evaluate(features: Features, ids: Tensor | np.ndarray, fprs, *, block_size:
     """:func:`tpr_at_fpr` plus a record of the work: passes, bins collected on speculation."""
     if rule not in ("strict", "nearest"):
         raise ValueError(f"rule must be 'strict' or 'nearest', got {rule!r}")
-    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+    if isinstance(ci, bool) or not isinstance(ci, numbers.Real) or not 0 < ci < 1:
         raise ValueError(f"ci must be a confidence level in (0, 1), got {ci!r}")
+    ci = float(ci)
     targets = list(dict.fromkeys(check_fprs(fprs)))
     prob = prepare(features, ids, block_size=block_size, device=device, mask=mask)
     if prob.pos_flat.numel() == 0:
@@ -169,7 +178,10 @@ def tpr_at_fpr(features: Features, ids: Tensor | np.ndarray,
     Raises:
         ValueError: features not (N, D) with N >= 2, NaN/inf or zero rows; ids not (N,)
             integers; fprs outside (0, 1]; no positive or no negative pair; a bad rule, ci,
-            block_size or mask.
+            block_size or mask (a callable that returns anything but a bool tensor
+            broadcastable to (m, n) included). Numbers may be numpy scalars, not booleans.
+        RuntimeError: two passes disagree about the pairs of a bin: a mask callable that
+            depends on more than (i, j) (or a device whose matmul is not deterministic).
 
     Example:
         >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
@@ -204,7 +216,10 @@ def roc_curve_allpairs(features: Features, ids: Tensor | np.ndarray, *, n_points
     Units: rates are fractions, thresholds cosines.
 
     Raises:
-        ValueError: bad n_points or fpr_min, and every case of :func:`tpr_at_fpr`.
+        ValueError: features not (N, D) with N >= 2 (checked first: the default fpr_min
+            needs N); n_points not an integer >= 2, fpr_min not a number in (0, 1) (numpy
+            scalars count, booleans do not), and every case of :func:`tpr_at_fpr`.
+        RuntimeError: as for :func:`tpr_at_fpr`.
 
     Example:
         >>> x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
@@ -214,14 +229,19 @@ def roc_curve_allpairs(features: Features, ids: Tensor | np.ndarray, *, n_points
 
     Taught in: notebooks/08_trillion_pairs.ipynb
     """
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
+    if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 2:
         raise ValueError(f"n_points must be an integer >= 2, got {n_points!r}")
-    n = len(features)
-    if fpr_min is None:
-        fpr_min = 2.0 / max(n * (n - 1), 2)
-    if not 0 < fpr_min < 1:
-        raise ValueError(f"fpr_min must be in (0, 1), got {fpr_min!r}")
-    grid = np.logspace(math.log10(fpr_min), 0.0, n_points)
+    shape = tuple(features.shape if hasattr(features, "shape") else np.shape(features))
+    if len(shape) != 2 or shape[0] < 2:
+        raise ValueError(f"features must have shape (N, D) with N >= 2 (one pair at least), "
+                         f"got shape {shape}")
+    n = shape[0]
+    if fpr_min is None:  # N = 2 has one pair, never a positive and a negative: tpr_at_fpr says so
+        fpr_min = min(2.0 / (n * (n - 1)), 0.5)
+    if isinstance(fpr_min, bool) or not isinstance(fpr_min, numbers.Real) \
+            or not 0 < fpr_min < 1:
+        raise ValueError(f"fpr_min must be a number in (0, 1), got {fpr_min!r}")
+    grid = np.logspace(math.log10(fpr_min), 0.0, int(n_points))
     grid[-1] = 1.0
     res = tpr_at_fpr(features, ids, grid, block_size=block_size, device=device, mask=mask,
                      progress=progress)

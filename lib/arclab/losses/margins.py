@@ -19,6 +19,7 @@ Taught in: notebooks/02_margin_zoo.ipynb
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,16 +77,27 @@ PRESETS: dict[str, Margin] = {
 """The settings of the ArcFace paper's margin ablation, as (m1, m2 in radians, m3)."""
 
 
-def _check_margin(m1: float, m2: float, m3: float) -> None:
-    for name, value in (("m1", m1), ("m2", m2), ("m3", m3)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+def _real(name: str, value: float) -> float:
+    """``value`` as a float, checked to be a finite real number (numpy's too, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (not a bool), got {value!r}")
+    return float(value)
+
+
+def _check_margin(m1: float, m2: float, m3: float) -> tuple[float, float, float]:
+    """(m1, m2, m3) as floats, checked: finite real numbers, m1 > 0."""
+    m1, m2, m3 = _real("m1", m1), _real("m2", m2), _real("m3", m3)
     if m1 <= 0:
         raise ValueError(f"m1 must be > 0 (a multiplicative angular margin), got {m1}")
+    return m1, m2, m3
 
 
 def safe_acos(cosine: Tensor) -> Tensor:
     """θ = arccos(cosine) in radians, exact in value, with a finite gradient at ±1 (COS_EPS).
+
+    Raises:
+        ValueError: ``cosine`` is not a floating-point tensor.
 
     Example:
         >>> c = torch.tensor([1.0, -1.0], requires_grad=True)
@@ -93,6 +105,9 @@ def safe_acos(cosine: Tensor) -> Tensor:
         >>> [round(t, 5) for t in theta.tolist()], c.grad.tolist()
         ([0.0, 3.14159], [-2048.0, -2048.0])
     """
+    if not isinstance(cosine, Tensor) or not cosine.is_floating_point():
+        raise ValueError(f"cosine must be a floating-point tensor, got "
+                         f"{getattr(cosine, 'dtype', type(cosine).__name__)}")
     value = torch.acos(cosine.clamp(-1.0, 1.0)).detach()
     inner = cosine + (cosine.clamp(-1 + COS_EPS, 1 - COS_EPS) - cosine).detach()
     grad_path = torch.acos(inner)
@@ -102,11 +117,14 @@ def safe_acos(cosine: Tensor) -> Tensor:
 def overflow_angle(m1: float = 1.0, m2: float = 0.0) -> float:
     """θ* = (π − m2) / m1 in radians: beyond it m1·θ + m2 > π and cos(m1·θ + m2) rises again.
 
+    Raises:
+        ValueError: m1 or m2 not a finite real number (booleans are not), or m1 <= 0.
+
     Example:
         >>> round(math.degrees(overflow_angle(1.0, 0.5)), 2)
         151.35
     """
-    _check_margin(m1, m2, 0.0)
+    m1, m2, _ = _check_margin(m1, m2, 0.0)
     return (math.pi - m2) / m1
 
 
@@ -127,10 +145,21 @@ def target_logit(cosine: Tensor, *, m1: float = 1.0, m2: float = 0.0, m3: float 
 
     Shapes: any; returns the same shape and dtype (computed in at least float32).
     Units: θ and m2 in radians.
+
+    Raises:
+        ValueError: cosine not a floating-point tensor; m1, m2, m3 not finite real numbers
+            (booleans are not) or m1 <= 0; an unknown ``overflow``.
+
+    Example:
+        >>> target_logit(torch.tensor([1.0, 0.0]), m3=0.35).tolist()
+        [0.6499999761581421, -0.3500000238418579]
     """
-    _check_margin(m1, m2, m3)
+    m1, m2, m3 = _check_margin(m1, m2, m3)
     if overflow not in ("monotonic", "raw", "easy"):
         raise ValueError(f"overflow must be 'monotonic', 'raw' or 'easy', got {overflow!r}")
+    if not isinstance(cosine, Tensor) or not cosine.is_floating_point():
+        raise ValueError(f"cosine must be a floating-point tensor, got "
+                         f"{getattr(cosine, 'dtype', type(cosine).__name__)}")
     c = cosine.to(torch.promote_types(cosine.dtype, torch.float32))
     theta = safe_acos(c)
     angle = m1 * theta + m2
@@ -164,16 +193,41 @@ def _check_matrix(x: Tensor, name: str) -> None:
                          f"{tuple(getattr(x, 'shape', ()))}")
 
 
-def _check_scale(s: float) -> None:
-    if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-        raise ValueError(f"s must be a finite number > 0, got {s!r}")
+def _check_scale(s: float) -> float:
+    if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s) or s <= 0:
+        raise ValueError(f"s must be a finite number > 0 (not a bool), got {s!r}")
+    return float(s)
+
+
+def _logit_reach(m1: float, m2: float, m3: float, overflow: Overflow) -> float:
+    """The largest |logit| / s any cosine in [−1 − COS_TOLERANCE, 1 + COS_TOLERANCE] gives.
+
+    The formula stays in [−1 − m3, 1 − m3]; past θ* the monotonic policy goes lower, down to
+    its value at cos θ = −1 (it is non-increasing in θ). Also checks the options.
+    """
+    ends = target_logit(torch.tensor([-1.0, 1.0], dtype=torch.float64), m1=m1, m2=m2, m3=m3,
+                        overflow=overflow)
+    return max(1.0 + abs(m3), float(ends.abs().max())) + COS_TOLERANCE
+
+
+def _check_range(s: float, reach: float, dtype: torch.dtype, what: str) -> None:
+    """Refuse an s for which ``what`` (up to s·reach) would overflow ``dtype``."""
+    big = torch.finfo(dtype).max
+    if s * reach > big:
+        raise ValueError(f"s = {s:g} is too large for {dtype}: the {what} could reach "
+                         f"{s * reach:.4g}, beyond its largest finite value {big:.4g}; use a "
+                         f"smaller s or float32 cosines")
 
 
 def check_inputs(cosine: Tensor, labels: Tensor, s: float) -> None:
     """Check a margin's inputs: cosine (N, C) finite in [-1, 1], labels (N,) in [-1, C), s > 0.
 
     Raises:
-        ValueError: naming the argument that is wrong and what was expected.
+        ValueError: naming the argument that is wrong and what was expected (s: a finite real
+            number > 0, numpy's included, not a bool).
+
+    Example:
+        >>> check_inputs(torch.zeros(2, 3), torch.tensor([0, -1]), 64.0)  # passes silently
     """
     _check_matrix(cosine, "cosine")
     _check_labels(labels, *cosine.shape)
@@ -205,7 +259,9 @@ def margin_logits(cosine: Tensor, labels: Tensor, *, s: float = 64.0, m1: float 
 
     Raises:
         ValueError: labels out of [−1, C), cosine outside [−1 − 1e-4, 1 + 1e-4] or not finite,
-            wrong shapes or dtypes, s ≤ 0, m1 ≤ 0, an unknown option.
+            wrong shapes or dtypes, s ≤ 0, m1 ≤ 0, a bool for a number, an unknown option,
+            or an s for which the logits overflow the cosine's dtype (float16: s·(1 + |m3|)
+            and more under the monotonic policy must stay below 65504).
 
     Example:
         >>> cos = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
@@ -216,11 +272,11 @@ def margin_logits(cosine: Tensor, labels: Tensor, *, s: float = 64.0, m1: float 
     Taught in: notebooks/02_margin_zoo.ipynb
     """
     check_inputs(cosine, labels, s)
+    s, (m1, m2, m3) = float(s), _check_margin(m1, m2, m3)
     if gradient not in ("exact", "straight_through"):
         raise ValueError(f"gradient must be 'exact' or 'straight_through', got {gradient!r}")
-    target_logit(cosine.new_zeros(0), m1=m1, m2=m2, m3=m3, overflow=overflow)  # checks options
-    return _MarginLogits.apply(cosine, labels, float(s), (m1, m2, m3, overflow),
-                               gradient == "exact")
+    _check_range(s, _logit_reach(m1, m2, m3, overflow), cosine.dtype, "logits")
+    return _MarginLogits.apply(cosine, labels, s, (m1, m2, m3, overflow), gradient == "exact")
 
 
 class _MarginLogits(torch.autograd.Function):
@@ -265,6 +321,13 @@ class MarginLoss(nn.Module):
     (N,) int64 labels; rows labelled −1 are ignored. The mean is over the other rows; with none
     left the loss is 0 (not NaN) and still backpropagates.
 
+    Raises:
+        ValueError: at construction, an unknown preset, s or a margin not a finite real
+            number (booleans are not), s <= 0 or m1 <= 0; in ``forward``, every case of
+            :func:`margin_logits`, or an s for which the loss overflows the cosines' dtype
+            (float16: a row's loss, up to about 2·s·(1 + |m3|) + ln C, must stay below 65504,
+            and so must the sum of the rows' losses that the mean adds up in float16).
+
     Example:
         >>> loss = MarginLoss("arcface", s=64.0)
         >>> loss.margin
@@ -284,10 +347,10 @@ class MarginLoss(nn.Module):
                 raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
             margin = PRESETS[preset]
         else:
-            _check_margin(m1, m2, m3)
-            margin = Margin(m1, m2, m3, label=f"({m1}, {m2}, {m3})")
-        _check_scale(s)
-        self.margin, self.s, self.gradient, self.overflow = margin, float(s), gradient, overflow
+            label = f"({m1}, {m2}, {m3})"
+            margin = Margin(*_check_margin(m1, m2, m3), label=label)
+        self.margin, self.s, self.gradient, self.overflow = margin, _check_scale(s), gradient, \
+            overflow
 
     def logits(self, x: Tensor, labels: Tensor) -> Tensor:
         """The logits the loss applies cross-entropy to, (N, C)."""
@@ -305,7 +368,17 @@ class MarginLoss(nn.Module):
         logits = self.logits(x, labels)
         if not bool((labels >= 0).any()):
             return logits.sum() * 0.0
-        return F.cross_entropy(logits, labels, ignore_index=-1)
+        if not self.margin.normalised:
+            return F.cross_entropy(logits, labels, ignore_index=-1)
+        m = self.margin  # a row's loss <= max logit − target logit + ln C
+        reach = 2 * _logit_reach(m.m1, m.m2, m.m3, self.overflow)
+        _check_range(self.s, reach + math.log(max(x.shape[1], 1)) / self.s, x.dtype, "loss")
+        loss = F.cross_entropy(logits, labels, ignore_index=-1)
+        if loss.dtype == torch.float16 and not bool(torch.isfinite(loss)):  # not under autocast
+            raise ValueError(f"s = {self.s:g} is too large for {x.dtype}: every row's loss fits "
+                             f"but their sum, which the mean adds up in float16 here, "
+                             f"overflows; use a smaller s or float32 cosines")
+        return loss
 
     def extra_repr(self) -> str:
         return f"{self.margin.label or self.margin}, s={self.s}, gradient={self.gradient}, " \

@@ -27,7 +27,8 @@ def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.
     ``{"model": ...}``.
 
     Raises:
-        ValueError: unreadable file, not a mapping of names to tensors, or keys / shapes that
+        ValueError: unreadable file, not a mapping of names to tensors, a tensor with NaN or
+            inf values (the file and the first such tensor named), or keys / shapes that
             differ from the model's (all listed, with counts).
 
     Example:
@@ -40,12 +41,38 @@ def load_backbone_weights(model: nn.Module, source: str | Path | Mapping) -> nn.
                        hint=" (check the backbone name, embedding_size and input_size)")
 
 
+def _first_non_finite(state: Mapping[str, Tensor]) -> tuple[str, int] | None:
+    """(name, count) of the first floating-point tensor, in the state's order, holding NaN or
+    inf values, or None."""
+    for name, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and value.numel():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return name, bad
+    return None
+
+
 def load_strict(model: nn.Module, source: str | Path | Mapping, *,
                 wrappers: tuple[str, ...] = ("state_dict",), hint: str = "") -> nn.Module:
     """Read ``source`` (a path, read with ``torch.load(weights_only=True)``, or a mapping),
     unwrap the first of ``wrappers`` it holds, strip ``module.`` prefixes and load it into
     ``model`` strictly; every missing, unexpected or wrong-shape key is named in the
-    ValueError (``hint`` is appended to that message). Returns ``model``."""
+    ValueError (``hint`` is appended to that message). Returns ``model``, which is left
+    untouched when anything is refused.
+
+    Raises:
+        ValueError: ``source`` unreadable or not a mapping of names to tensors; a tensor with
+            NaN or inf values (the file and the first such tensor, in the file's order, named:
+            such weights would load and then detect or embed nothing); keys or shapes that
+            differ from the model's.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> _ = load_strict(net, {"module.weight": torch.ones(1, 2), "bias": torch.zeros(1)})
+        >>> net.weight.tolist()
+        [[1.0, 1.0]]
+    """
+    where = "the given state dict" if isinstance(source, Mapping) else f"{str(source)!r}"
     if isinstance(source, Mapping):
         state = source
     else:
@@ -63,6 +90,10 @@ def load_strict(model: nn.Module, source: str | Path | Mapping, *,
         raise ValueError("source must hold a state dict (a mapping of names to tensors), got "
                          f"{type(state).__name__}")
     state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    bad = _first_non_finite(state)
+    if bad is not None:
+        raise ValueError(f"weights in {where} must be finite: tensor {bad[0]!r} holds {bad[1]} "
+                         f"NaN or inf value(s) (a damaged or diverged file)")
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from arclab.losses.margins import PRESETS
+from arclab.models import MODEL_NAMES
 
 __all__ = ["AMP_MODES", "LOSSES", "TrainConfig", "learning_rate", "load_config", "weights_key"]
 
@@ -62,6 +63,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Refuse every out-of-range or mistyped key, naming it.
+
+        Raises:
+            ValueError: an unknown backbone, margin or mode; a count that is not a positive
+                integer; ``input_size`` under 16 px (the backbones' four stride-2 stages);
+                a rate, step size or milestone out of range; a triplet batch that is not
+                P x K.
+        """
+        if not isinstance(self.backbone, str) or self.backbone not in MODEL_NAMES:
+            raise ValueError(f"backbone must be one of {list(MODEL_NAMES)}, got "
+                             f"{self.backbone!r}")
         if self.margin not in LOSSES:
             raise ValueError(f"margin must be one of {list(LOSSES)}, got {self.margin!r}")
         if self.gradient not in ("exact", "straight_through"):
@@ -79,18 +91,21 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if self.input_size < 16:
+            raise ValueError(f"input_size must be at least 16 pixels (the backbones halve it "
+                             f"four times), got {self.input_size}")
         for key in ("warmup_steps", "validate_every", "seed"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
         for key in ("s", "lr"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+            if not _number(getattr(self, key)) or getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be a finite number > 0, got "
+                                 f"{getattr(self, key)!r}")
         for key in ("momentum", "weight_decay", "grad_clip", "triplet_margin"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+            if not _number(getattr(self, key)) or getattr(self, key) < 0:
+                raise ValueError(f"{key} must be a finite number >= 0, got "
+                                 f"{getattr(self, key)!r}")
         if self.margin == "triplet" and (self.batch_size % self.images_per_identity
                                          or self.batch_size < 2 * self.images_per_identity):
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of "
@@ -109,12 +124,21 @@ class TrainConfig:
             raise ValueError(f"sample_rate must be a number in (0, 1], got {self.sample_rate!r}")
         if self.sample_rate < 1 and self.fc != "sharded":
             raise ValueError(f"sample_rate {self.sample_rate} (Partial FC) needs fc 'sharded'")
-        if any(not 0 < f < 1 for f in self.milestones):
+        if isinstance(self.milestones, list):  # as a checkpoint's to_dict() stores it
+            object.__setattr__(self, "milestones", tuple(self.milestones))
+        if not isinstance(self.milestones, tuple) \
+                or any(not _number(f) or not 0 < f < 1 for f in self.milestones):
             raise ValueError(f"milestones must be fractions in (0, 1), got {self.milestones!r}")
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (milestones as a list), as stored in checkpoints."""
         return asdict(self) | {"milestones": list(self.milestones)}
+
+
+def _number(value) -> bool:
+    """A finite int or float, not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and math.isfinite(value)
 
 
 _NEUTRAL = {"subcenters": 1, "fc": "dense", "sample_rate": 1.0}
@@ -140,6 +164,9 @@ def weights_key(config: dict) -> dict:
 def load_config(source: dict | str | Path) -> TrainConfig:
     """A TrainConfig from a dict or a YAML file; unknown keys are refused by name.
 
+    Raises:
+        ValueError: not a mapping, an unknown key, or a value :class:`TrainConfig` refuses.
+
     Example:
         >>> load_config({"backbone": "mbf", "milestones": [0.4, 0.8]}).milestones
         (0.4, 0.8)
@@ -153,6 +180,9 @@ def load_config(source: dict | str | Path) -> TrainConfig:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
     data = dict(data or {})
     if "milestones" in data:
+        if not isinstance(data["milestones"], (list, tuple)):
+            raise ValueError("milestones must be a list of fractions in (0, 1), got "
+                             f"{data['milestones']!r}")
         data["milestones"] = tuple(data["milestones"])
     return TrainConfig(**data)
 

@@ -48,14 +48,16 @@ from arclab.train.state import (
     Parts,
     Record,
     build,
+    check_max_steps,
+    flush_log,
     keep_log,
     rank_and_world,
     resume,
     save_checkpoint,
 )
 
-__all__ = ["amp_dtype", "check_inputs", "log_step", "optimisation_step", "run_validation",
-           "step_batch", "train"]
+__all__ = ["amp_dtype", "check_inputs", "check_precision", "log_step", "optimisation_step",
+           "run_validation", "step_batch", "train"]
 
 Validator = Callable[[nn.Module], dict[str, float]]
 
@@ -75,6 +77,24 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def check_precision(cfg: TrainConfig, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``cfg.amp`` gives on ``dev`` (:func:`amp_dtype`), refused where it
+    cannot run.
+
+    Raises:
+        ValueError: ``amp`` fp16 off CUDA, or fp16 loss scaling with ``fc`` sharded; the
+            message names ``train.amp``.
+    """
+    try:
+        dtype = amp_dtype(cfg.amp, dev)
+    except ValueError as err:
+        raise ValueError(f"train.{err}") from None
+    if cfg.fc == "sharded" and dtype is torch.float16:
+        raise ValueError("train.amp: fc='sharded' does not support fp16 loss scaling (ranks "
+                         "would skip different steps); use amp='bf16' or amp='off'")
+    return dtype
 
 
 def _pk_batch(labels: np.ndarray, cfg: TrainConfig, epoch: int, k: int) -> Tensor:
@@ -247,7 +267,10 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     Resumes from ``out_dir/checkpoint.pt`` when it exists (a checkpoint of another config is
     refused); stops after ``max_steps`` total steps if given (to simulate an interruption).
     Writes ``log.jsonl`` (one line per step: step, loss, lr, images/s; one per validation:
-    step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end.
+    step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end,
+    the log synced to disk before each checkpoint and cut back to the checkpoint's step on
+    resume: after a kill at any moment and a resume, the log and weights are the
+    uninterrupted run's (``images_per_s`` aside, a wall-clock rate).
     ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
 
     ``teacher`` distils a trained model into this one (:mod:`arclab.losses.distill`):
@@ -262,23 +285,27 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
         (degrees) between a sample and its class weight (cosine heads only, else empty),
         "step": steps done, "total_steps", "model",
         "head", "validation": [{"step", name: value, ...}, ...]}.
+
+    Raises:
+        ValueError: a bad class count or batch size (:func:`check_inputs`), ``max_steps`` not
+            positive or below the checkpoint's step (a run never moves backwards), an ``amp``
+            the device cannot run, an unreadable checkpoint or one of another config; all
+            before anything in ``out_dir`` is written.
     """
     out_dir = Path(out_dir)
     rank, world = rank_and_world()
+    check_max_steps(max_steps)
     per_epoch = check_inputs(cfg, dataset, n_classes, world)
     dev = torch.device(device) if isinstance(device, torch.device) else arclab.get_device(device)
-    dtype = amp_dtype(cfg.amp, dev)
-    if cfg.fc == "sharded" and dtype is torch.float16:
-        raise ValueError("fc='sharded' does not support fp16 loss scaling (ranks would skip "
-                         "different steps); use amp='bf16' or amp='off'")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    dtype = check_precision(cfg, dev)
     parts = build(cfg, n_classes, dev, dtype, world, teacher)
     total = per_epoch * cfg.epochs
     ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
-    record, start = resume(ckpt, cfg, parts)
+    record, start = resume(ckpt, cfg, parts, max_steps)
     stop = total if max_steps is None else min(total, max_steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        keep_log(log_path, start)
+        keep_log(log_path, start, [h["step"] for h in record.history])
     parts.net.train()
     bar = tqdm(range(start, stop), desc="training", unit="step", leave=False,
                disable=not progress or rank != 0, initial=start, total=stop)
@@ -295,11 +322,13 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             if cfg.validate_every and (step + 1) % cfg.validate_every == 0:
                 run_validation(validate, parts.model, record, step + 1, log, rank)
             if (step + 1) % cfg.checkpoint_every == 0:
+                flush_log(log)
                 save_checkpoint(ckpt, cfg, parts, record, step + 1, rank)
         if stop == total:
             run_validation(validate, parts.model, record, stop, log, rank)
+        flush_log(log)
+        save_checkpoint(ckpt, cfg, parts, record, stop, rank)
     bar.close()
-    save_checkpoint(ckpt, cfg, parts, record, stop, rank)
     return {"losses": record.losses, "target_angles": record.angles,
             "distill_losses": record.distilled, "step": stop, "total_steps": total,
             "model": parts.model, "head": parts.head, "validation": record.history}

@@ -23,8 +23,11 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
       weight: 1.0           # λ of the feature term
       copy_head: true       # start from the teacher's classifier and keep it fixed
 
-Here: loading and checking a spec, its run folder, running it. The data sets are built in
-:mod:`arclab.train.sources`, the validators in :mod:`arclab.train.validation`.
+Here: loading and checking a spec (:func:`load_spec`: every name, type, range and file,
+before anything is rendered), checking a run before it starts (:func:`check_run`: the
+device, the data set size, the checkpoint already in the run folder), its run folder, running
+it. The data sets are built in :mod:`arclab.train.sources`, the validators in
+:mod:`arclab.train.validation`.
 
 Taught in: notebooks/04_training_a_face_model.ipynb
 """
@@ -34,28 +37,62 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 import yaml
 
+import arclab
+from arclab.atomic import atomic_path
 from arclab.data.cache import RENDER_VERSION, cache_dir
 from arclab.models import get_model
 from arclab.train.config import TrainConfig, load_config, weights_key
-from arclab.train.loop import train
-from arclab.train.sources import build_dataset, check_data
+from arclab.train.loop import check_precision, train
+from arclab.train.sources import build_dataset, check_data, data_size
+from arclab.train.state import check_resume, read_checkpoint
 from arclab.train.validation import build_validator, check_validation
 
-__all__ = ["load_spec", "run_dir", "run_spec", "tutorial_spec"]
+__all__ = ["check_run", "load_spec", "run_dir", "run_spec", "tutorial_spec"]
 
 _SECTIONS = ("train", "data", "validation", "distill")
 _DISTILL_KEYS = {"teacher", "checkpoint", "weight", "copy_head"}
 
 
+def _read_yaml(path: str | Path):
+    """A YAML file's content; a syntax error becomes a one-line ValueError with its place."""
+    text = Path(path).read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"not valid YAML{where}: {getattr(err, 'problem', None) or err}"
+                         ) from None
+
+
+def _train_config(raw) -> TrainConfig:
+    """``load_config`` of the train section, its errors naming ``train.<key>``."""
+    try:
+        return load_config(raw)
+    except (TypeError, ValueError) as err:
+        msg = str(err)
+        known = {f.name for f in fields(TrainConfig)}
+        raise ValueError(f"train.{msg}" if msg.split(" ")[0] in known else f"train: {msg}"
+                         ) from None
+
+
 def load_spec(source: dict | str | Path) -> dict:
     """Read and check a spec; returns {"train": TrainConfig, "data": dict, "validation": dict}.
 
-    Every unknown key fails here, before any rendering or training, naming the key.
+    Every unknown key, bad type or range, unknown backbone and missing or unreadable data or
+    validation file fails here, before any rendering or training, naming the key.
+
+    Raises:
+        ValueError: a YAML syntax error, or any bad key (the message names it, e.g.
+            ``train.backbone must be one of [...]``).
+        OSError: ``source`` is a file that cannot be read.
 
     Example:
         >>> s = load_spec({"train": {"input_size": 32},
@@ -63,19 +100,22 @@ def load_spec(source: dict | str | Path) -> dict:
         >>> s["train"].input_size, s["data"]["source"], s["validation"]
         (32, 'synthfaces', {})
     """
-    raw = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
+    raw = source if isinstance(source, dict) else _read_yaml(source)
     if not isinstance(raw, dict):
         raise ValueError(f"a spec must be a mapping with keys {list(_SECTIONS)}, got "
                          f"{type(raw).__name__}")
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ValueError(f"unknown spec sections {unknown}; valid: {list(_SECTIONS)}")
-    train_cfg = load_config(raw.get("train") or {})
+    for section in ("train", "data", "validation"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise ValueError(f"{section} must be a mapping of keys, got {raw[section]!r}")
+    train_cfg = _train_config(raw.get("train") or {})
     data = dict(raw.get("data") or {})
     data.setdefault("source", "synthfaces")
     check_data(data)
     validation = dict(raw.get("validation") or {})
-    check_validation(validation)
+    check_validation(validation, data)
     spec = {"train": train_cfg, "data": data, "validation": validation}
     if raw.get("distill") is not None:
         spec["distill"] = _load_distill(raw["distill"], train_cfg)
@@ -99,13 +139,22 @@ def _load_distill(raw, student: TrainConfig) -> dict:
     out = {"weight": float(weight), "copy_head": copy_head}
     if "teacher" in raw:
         teacher = raw["teacher"]
-        teacher = teacher if isinstance(teacher.get("train") if isinstance(teacher, dict)
-                                         else None, TrainConfig) else load_spec(teacher)
+        if not isinstance(teacher.get("train") if isinstance(teacher, dict) else None,
+                          TrainConfig):
+            if not isinstance(teacher, (dict, str)):
+                raise ValueError(f"distill.teacher must be a spec (a mapping) or a spec file, "
+                                 f"got {teacher!r}")
+            try:
+                teacher = load_spec(teacher)
+            except ValueError as err:
+                raise ValueError(f"distill.teacher: {err}") from None
         if teacher["train"].input_size != student.input_size:
             raise ValueError(f"distill.teacher trains at {teacher['train'].input_size} px, the "
                              f"student at {student.input_size} px: they must see the same images")
         out["teacher"] = teacher
     else:
+        if not isinstance(raw["checkpoint"], str):
+            raise ValueError(f"distill.checkpoint must be a file path, got {raw['checkpoint']!r}")
         path = Path(raw["checkpoint"])
         if not path.is_file():
             raise ValueError(f"distill.checkpoint {str(path)!r} is not a file")
@@ -149,17 +198,96 @@ def run_dir(spec: dict, root: str | Path | None = None) -> Path:
     return root / hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _check_device(device: str | None) -> torch.device:
+    name = device or os.environ.get("ARCLAB_DEVICE") or None
+    try:
+        dev = arclab.get_device(device)
+    except ValueError as err:
+        raise ValueError(f"device {name!r} cannot be used: {err}") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} cannot be used: this machine has "
+                         f"{torch.cuda.device_count()} CUDA devices")
+    return dev
+
+
+def _check_out(out: Path) -> None:
+    """The run folder (or its nearest existing parent) is a writable folder."""
+    here = out
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir() or not os.access(here, os.W_OK | os.X_OK):
+        raise ValueError(f"out_dir {str(out)!r} cannot be written ({str(here)!r} is not a "
+                         "writable folder)")
+
+
+def _check_same_data(out: Path, spec: dict) -> None:
+    """A resumed run's stored spec.json (when readable) has the same data section."""
+    try:
+        stored = json.loads((out / "spec.json").read_text())["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no (or an unreadable) record of the data: the checkpoint's config decides
+    data = json.loads(json.dumps(spec["data"], default=str))
+    if stored != data:
+        raise ValueError(f"{out} holds a run on other data ({out / 'spec.json'}: data "
+                         f"{stored!r}, the spec: {data!r}); use a new out_dir")
+
+
+def check_run(spec: dict, out_dir: str | Path | None = None, *, device: str | None = None,
+              max_steps: int | None = None) -> Path:
+    """Check what running a loaded spec needs before anything is rendered or written: the
+    device and its ``amp`` mode, a batch that fits the SynthFaces set, a writable run folder,
+    and the checkpoint already there (readable, same config and data, ``max_steps`` not
+    below its step); a distillation teacher's run too. Returns the run folder.
+
+    Raises:
+        ValueError: the first problem found, naming the key, option or file.
+    """
+    cfg: TrainConfig = spec["train"]
+    check_precision(cfg, _check_device(device))
+    n_items = data_size(spec["data"])
+    if n_items is not None and cfg.batch_size > n_items:
+        raise ValueError(f"train.batch_size ({cfg.batch_size}) must not exceed the data set "
+                         f"({n_items} items from data.n_identities x data.n_per_identity"
+                         f"{' and data.keep' if spec['data'].get('keep') else ''})")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise ValueError(f"train.batch_size ({cfg.batch_size}) must be divisible by the number "
+                         f"of processes ({world})")
+    out = Path(out_dir) if out_dir is not None else run_dir(spec)
+    _check_out(out)
+    if check_resume(out / "checkpoint.pt", cfg, max_steps) > 0:
+        _check_same_data(out, spec)
+    distill = spec.get("distill") or {}
+    if "teacher" in distill:
+        check_run(distill["teacher"], device=device)
+    elif "checkpoint" in distill:
+        state = read_checkpoint(Path(distill["checkpoint"]), mmap=True,
+                                keys=frozenset({"config", "model"}))
+        try:
+            load_config(state["config"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"distill.checkpoint {distill['checkpoint']!r}: its config is "
+                             f"refused: {err}") from None
+    return out
+
+
 def run_spec(spec: dict | str | Path, out_dir: str | Path | None = None, *,
              device: str | None = None, progress: bool = True,
              max_steps: int | None = None) -> dict:
     """Train what a spec describes; resumes (or, when finished, just reloads) the run in
     ``out_dir`` (default :func:`run_dir`). Returns :func:`arclab.train.train`'s dict plus
-    ``"out_dir"`` and ``"spec"``."""
+    ``"out_dir"`` and ``"spec"``.
+
+    Raises:
+        ValueError: as :func:`load_spec` and :func:`check_run`, before anything is rendered
+            or anything in ``out_dir`` is written.
+    """
     spec = load_spec(spec) if not isinstance(spec.get("train") if isinstance(spec, dict)
                                              else None, TrainConfig) else spec
-    out = Path(out_dir) if out_dir is not None else run_dir(spec)
+    out = check_run(spec, out_dir, device=device, max_steps=max_steps)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(json.dumps(_spec_dict(spec), indent=1, sort_keys=True))
+    with atomic_path(out / "spec.json") as tmp:
+        tmp.write_text(json.dumps(_spec_dict(spec), indent=1, sort_keys=True))
     size = spec["train"].input_size
     dataset, n_classes = build_dataset(spec["data"], size, progress=progress)
     validate = build_validator(spec["validation"], spec["data"], size)

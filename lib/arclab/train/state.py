@@ -1,7 +1,9 @@
 """What a training run holds between steps: the parts :func:`build` makes (backbone, head, loss,
 optimizers, loss scaler, the DDP wrapping, the distillation teacher), the :class:`Record` of
 what it has logged, and its checkpoint: read by :func:`resume` (``weights_only``, a checkpoint
-of another config refused), written atomically by :func:`save_checkpoint`.
+of another config refused), written atomically by :func:`save_checkpoint` after the log is
+flushed to disk, and the log cut back to the checkpoint's step on resume (:func:`keep_log`), so
+a run killed at any moment and resumed logs exactly what the uninterrupted run logs.
 
 Taught in: notebooks/04_training_a_face_model.ipynb
 """
@@ -10,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +32,13 @@ from arclab.models import get_model
 from arclab.parallel import RowSGD, ShardedMarginFC, fc_state, load_fc_state
 from arclab.train.config import TrainConfig, weights_key
 
-__all__ = ["Parts", "Record", "build", "check_teacher", "keep_log", "rank_and_world", "resume",
-           "same_run", "save_checkpoint"]
+__all__ = ["CHECKPOINT_KEYS", "Parts", "Record", "build", "check_max_steps", "check_resume",
+           "check_teacher", "flush_log", "keep_log", "rank_and_world", "read_checkpoint",
+           "resume", "same_run", "save_checkpoint"]
+
+CHECKPOINT_KEYS = frozenset({"model", "head", "optimizer", "scaler", "step", "losses",
+                             "validation", "config"})
+"""The keys every checkpoint :func:`save_checkpoint` writes holds."""
 
 
 class _Net(nn.Module):
@@ -175,14 +185,79 @@ def build(cfg: TrainConfig, n_classes: int, dev: torch.device, dtype: torch.dtyp
                  world=world, device=dev)
 
 
-def resume(ckpt: Path, cfg: TrainConfig, parts: Parts) -> tuple[Record, int]:
-    """Load ``ckpt`` (when it exists) into ``parts``; returns its record and step, or an empty
-    record and step 0. A checkpoint written with another config raises ValueError."""
-    if not ckpt.is_file():
-        return Record(), 0
-    state = torch.load(ckpt, map_location=parts.device, weights_only=True)
+def read_checkpoint(ckpt: Path, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False, keys: frozenset[str] = CHECKPOINT_KEYS) -> dict:
+    """Read a checkpoint as untrusted (``torch.load(weights_only=True)``); ``mmap`` leaves the
+    tensors on disk (a cheap look at the config and step).
+
+    Raises:
+        ValueError: a truncated, damaged or non-torch file, a pickle that asks for anything but
+            tensors and plain data, or one without ``keys`` (and, when they include "step", a
+            step that is not an integer >= 0); the message names the file.
+    """
+    try:
+        state = torch.load(ckpt, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # zip, pickle and torch errors alike: the file is unusable
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{ckpt} is not a checkpoint torch.load(weights_only=True) can read "
+                         f"({type(err).__name__}: {first}); move it away to start the run "
+                         "over") from None
+    missing = sorted(keys - set(state)) if isinstance(state, dict) else sorted(keys)
+    step = state.get("step", 0) if isinstance(state, dict) and "step" in keys else 0
+    if missing or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{ckpt} was not written by arclab.train (missing keys {missing} or "
+                         f"a bad step {step!r})")
+    return state
+
+
+def check_max_steps(max_steps: int | None) -> None:
+    """Refuse a ``max_steps`` that is not None or a positive integer.
+
+    Raises:
+        ValueError: ``max_steps`` is a bool, not an int, or < 1.
+    """
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+
+
+def _check_state(state: dict, ckpt: Path, cfg: TrainConfig, max_steps: int | None) -> int:
     if not same_run(state.get("config"), cfg):
         raise ValueError(f"{ckpt} was written with another config; use a new out_dir")
+    if max_steps is not None and max_steps < state["step"]:
+        raise ValueError(f"max_steps ({max_steps}) is below step {state['step']}, which the run "
+                         f"in {ckpt.parent} has reached: a run never moves backwards (use a "
+                         "new out_dir to train fewer steps)")
+    return state["step"]
+
+
+def check_resume(ckpt: Path, cfg: TrainConfig, max_steps: int | None = None) -> int:
+    """The step the run of ``ckpt`` resumes from (0 without the file), checked as
+    :func:`resume` checks it but without loading the tensors: nothing is written.
+
+    Raises:
+        ValueError: a bad ``max_steps`` (not positive, or below the checkpoint's step), an
+            unreadable checkpoint, or one written with another config.
+    """
+    check_max_steps(max_steps)
+    if not ckpt.is_file():
+        return 0
+    return _check_state(read_checkpoint(ckpt, mmap=True), ckpt, cfg, max_steps)
+
+
+def resume(ckpt: Path, cfg: TrainConfig, parts: Parts,
+           max_steps: int | None = None) -> tuple[Record, int]:
+    """Load ``ckpt`` (when it exists) into ``parts``; returns its record and step, or an empty
+    record and step 0.
+
+    Raises:
+        ValueError: as :func:`check_resume`.
+    """
+    check_max_steps(max_steps)
+    if not ckpt.is_file():
+        return Record(), 0
+    state = read_checkpoint(ckpt, parts.device)
+    step = _check_state(state, ckpt, cfg, max_steps)
     parts.model.load_state_dict(state["model"])
     if parts.sharded:
         load_fc_state(parts.head, parts.optimizers[1],
@@ -194,7 +269,7 @@ def resume(ckpt: Path, cfg: TrainConfig, parts: Parts) -> tuple[Record, int]:
     record = Record(losses=list(state["losses"]), history=list(state["validation"]),
                     angles=list(state.get("target_angles", [])),
                     distilled=list(state.get("distill_losses", [])))
-    return record, int(state["step"])
+    return record, step
 
 
 def save_checkpoint(ckpt: Path, cfg: TrainConfig, parts: Parts, record: Record, step: int,
@@ -215,11 +290,61 @@ def save_checkpoint(ckpt: Path, cfg: TrainConfig, parts: Parts, record: Record, 
                         "config": cfg.to_dict()}, tmp)
 
 
-def keep_log(path: Path, upto: int) -> None:
-    """Drop log lines of steps a resumed run is about to redo (step >= ``upto``)."""
+def flush_log(log) -> None:
+    """Flush an open log file to disk (``fsync``), so a checkpoint written next never holds
+    more than the log; None (ranks that do not log) is skipped."""
+    if log is not None:
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def _log_rows(path: Path) -> list[tuple[bytes, dict]]:
+    """(line, parsed) per line of a JSON-lines log; a torn last line is dropped with a
+    warning, any other line that is not a JSON object with an integer step raises."""
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or isinstance(row.get("step"), bool) \
+                or not isinstance(row.get("step"), int):
+            if i == len(lines) - 1:  # no newline after it: a write cut short by a kill
+                warnings.warn(f"{path}: dropped a torn last line ({len(line)} bytes) of a run "
+                              "that was killed while writing it", stacklevel=3)
+                continue
+            raise ValueError(f"{path} line {i + 1} is not a JSON object with a step: the log "
+                             "is damaged; repair or remove that line to resume")
+        rows.append((line, row))
+    return rows
+
+
+def keep_log(path: Path, upto: int, validated: Iterable[int] = ()) -> None:
+    """Cut ``path`` back to what the run had logged when its checkpoint at step ``upto`` was
+    written: the step lines before ``upto`` and the validation lines of the ``validated`` steps
+    (the checkpoint's record), in their order. Lines of steps a resumed run redoes and a torn
+    last line (with a warning) are dropped; a log that lacks steps the checkpoint has is kept
+    with a warning.
+
+    Raises:
+        ValueError: a line other than the last is not a JSON object with a step.
+    """
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] < upto]
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("".join(line + "\n" for line in keep))
+    rows = _log_rows(path) if upto > 0 else []
+    validated = set(validated)
+    keep = [(line, row) for line, row in rows
+            if (row["step"] <= upto and row["step"] in validated if "validation" in row
+                else row["step"] < upto)]
+    steps = [row["step"] for _, row in keep if "validation" not in row]
+    if steps != list(range(upto)):
+        warnings.warn(f"{path} holds {len(steps)} step lines, the checkpoint {upto} steps: the "
+                      "log of a run interrupted before its lines reached the disk is "
+                      "incomplete", stacklevel=2)
+    text = b"".join(line + b"\n" for line, _ in keep)
+    if text != path.read_bytes():
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(text)

@@ -1,0 +1,53 @@
+"""The convergence rule the ablations check before comparing runs (arclab.train.convergence)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arclab.train.convergence import convergence
+
+
+def _curve(steps: int, tau: float, start: float, end: float, noise: float, seed: int = 0):
+    t = np.arange(steps)
+    rng = np.random.default_rng(seed)
+    return list(end + (start - end) * np.exp(-t / tau) + noise * rng.standard_normal(steps))
+
+
+def test_a_curve_that_has_flattened_passes_and_one_still_falling_fails():
+    # exp(-t/tau): over the last fifth the curve moves by about (end-start)*exp(-0.8T/tau)
+    done = convergence(_curve(800, 60, 12.0, 4.0, 0.2))
+    assert done["converged"] and abs(done["loss_change"]) < 0.01
+    falling = convergence(_curve(800, 600, 12.0, 4.0, 0.2))  # 8 * e^-1.2 * (1-e^-1/7.5) ~ 0.3
+    assert not falling["converged"]
+    assert falling["loss_change"] < -0.02 and "loss" in falling["reasons"][0]
+
+
+def test_the_angle_rule_is_in_degrees():
+    losses = [1.0] * 200
+    moving = list(np.linspace(90, 30, 200))  # 60 degrees over 200 steps: 6 per tenth
+    out = convergence(losses, moving)
+    assert not out["converged"] and out["angle_change_deg"] == pytest.approx(-6.0, rel=0.02)
+    flat = list(np.r_[np.linspace(90, 17, 150), np.full(50, 17.0)])
+    assert convergence(losses, flat, angle_tol_deg=1.0)["converged"]
+    assert not convergence(losses, flat[:-40] + list(np.linspace(17, 14, 40)),
+                           angle_tol_deg=1.0)["converged"]
+
+
+def test_validation_that_still_rises_fails_and_a_plateau_passes():
+    losses = [1.0] * 100
+    assert not convergence(losses, validation=[0.6, 0.7, 0.8, 0.9])["converged"]
+    assert convergence(losses, validation=[0.6, 0.9, 0.89, 0.905], validation_tol=0.01)[
+        "converged"]
+    assert convergence(losses, validation=[0.5, 0.9])["validation_gain"] is None  # too few
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"losses": [1.0] * 10}, "at least 20"),
+    ({"losses": [1.0] * 30 + [float("nan")]}, "losses must be finite"),
+    ({"losses": [1.0] * 30, "target_angles": [1.0] * 29}, "one value per step"),
+    ({"losses": [1.0] * 30, "validation": [0.5, float("inf"), 0.6]}, "validation must be"),
+])
+def test_bad_curves_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        convergence(**kwargs)
