@@ -1,16 +1,23 @@
-"""Training images/s of the arclab loop against a bare forward + backward of the same model.
+"""Training images/s of the arclab loop against a bare forward + backward of the same model,
+for the configurations the notebooks train, before and after the 2-core regime.
 
-For each backbone (default r18 and mbf at 112×112, CPU): ``arclab.train.train`` runs
-``--steps`` steps on an in-memory uint8 data set (batches assembled item by item, flip
-augmentation, margin head, SGD, logging, one checkpoint at the end), and a bare step —
-``head(model(x))`` + ArcFace loss, backward, SGD step on one fixed batch tensor — runs as many
-times. Both alternate ``--rounds`` times in the same run; the medians of the per-step times
-(from the loop's own log, and the first step of each run dropped as warm-up) give the loop
-overhead ratio (target: at most 1.15x). The run's wall time per step, which also counts model
-construction and the final checkpoint, is printed beside it.
+For each configuration (default: mbf and r18 at 32×32, batch 64, the notebooks' recipe;
+``--configs`` takes ``backbone:size:batch``), on an in-memory uint8 data set:
 
-    python benchmarks/train_throughput.py [--models r18 mbf] [--batch 32] [--steps 6]
-                                          [--rounds 2] [--size 112] [--device cpu]
+- *before*: ``arclab.train.train`` with batches assembled item by item (the data set hides
+  ``FaceDataset.batch``) and NCHW convolutions, as the loop trained until this round;
+- *after*: the loop as it now runs the notebooks' specs: batches gathered by array indexing
+  (``FaceDataset.batch``) and ``channels_last`` where ``tutorial_spec`` sets it;
+- *bare*: ``head(model(x))`` + ArcFace loss, backward, SGD step on one fixed batch tensor, in
+  the *after* memory format.
+
+The three alternate ``--rounds`` times in the same run (the machine's load drifts); the
+medians of the per-step times (from the loop's own log, first step of each run dropped as
+warm-up) give after/before (the speed-up) and after/bare (the loop's overhead; target at most
+1.15x).
+
+    python benchmarks/train_throughput.py [--configs mbf:32:64 r18:32:64] [--steps 12]
+                                          [--rounds 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -30,7 +37,20 @@ from arclab.data.cache import FaceDataset
 from arclab.losses.heads import make_head
 from arclab.losses.margins import MarginLoss
 from arclab.models import get_model
-from arclab.train import TrainConfig, train
+from arclab.train import TrainConfig, train, tutorial_spec
+
+
+class ItemByItem(torch.utils.data.Dataset):
+    """A FaceDataset seen without its ``batch`` method: the loop assembles batches per item."""
+
+    def __init__(self, data: FaceDataset) -> None:
+        self.data, self.labels = data, data.labels
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.data[i]
 
 
 def loop_steps(cfg: TrainConfig, data: FaceDataset, n_classes: int,
@@ -48,13 +68,15 @@ def loop_steps(cfg: TrainConfig, data: FaceDataset, n_classes: int,
 def bare_steps(cfg: TrainConfig, n_classes: int, steps: int, device: str) -> list[float]:
     """Seconds of forward + loss + backward + SGD step on one fixed batch (first dropped)."""
     torch.manual_seed(0)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = get_model(cfg.backbone, embedding_size=cfg.embedding_size,
-                      input_size=cfg.input_size).to(device)
+                      input_size=cfg.input_size).to(device, memory_format=fmt)
     head = make_head(cfg.margin, cfg.embedding_size, n_classes).to(device)
     loss_fn = MarginLoss(cfg.margin, s=cfg.s)
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=cfg.lr, momentum=0.9,
                           weight_decay=5e-4)
-    x = torch.randn(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device)
+    x = torch.randn(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device).to(
+        memory_format=fmt)
     y = torch.randint(0, n_classes, (cfg.batch_size,), device=device)
     times = []
     for _ in range(steps):
@@ -70,34 +92,38 @@ def bare_steps(cfg: TrainConfig, n_classes: int, steps: int, device: str) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["r18", "mbf"])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--configs", nargs="+", default=["mbf:32:64", "r18:32:64"],
+                        help="backbone:input size:batch, as the notebooks train them")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = str(arclab.get_device(args.device))
-    rng = np.random.default_rng(0)
-    n = args.batch * args.steps
-    images = rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8)
-    data = FaceDataset(images, rng.integers(0, args.classes, n), flip=True)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"{args.size}x{args.size}, {args.steps} steps x {args.rounds} rounds")
-    for name in args.models:
-        cfg = TrainConfig(backbone=name, input_size=args.size, batch_size=args.batch,
-                          epochs=1, lr=0.01, s=64.0, checkpoint_every=10**6)
-        looped, bare, walls = [], [], []
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.steps} steps x "
+          f"{args.rounds} rounds, interleaved")
+    for conf in args.configs:
+        name, size, batch = conf.split(":")
+        size, batch = int(size), int(batch)
+        rng = np.random.default_rng(0)
+        n = batch * args.steps
+        images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        data = FaceDataset(images, rng.integers(0, args.classes, n), flip=True)
+        recipe = tutorial_spec(backbone=name, input_size=size, batch_size=batch)["train"]
+        common = {"backbone": name, "embedding_size": recipe.embedding_size,
+                  "input_size": size, "batch_size": batch, "epochs": 1, "lr": 0.01,
+                  "s": recipe.s, "checkpoint_every": 10**6}
+        before = TrainConfig(**common, channels_last=False)
+        after = TrainConfig(**common, channels_last=recipe.channels_last)
+        old, new, bare = [], [], []
         for _ in range(args.rounds):
-            steps, wall = loop_steps(cfg, data, args.classes, device)
-            looped += steps
-            walls.append(wall)
-            bare += bare_steps(cfg, args.classes, args.steps, device)
-        lo, ba = statistics.median(looped), statistics.median(bare)
-        print(f"{name:>4}: loop {args.batch / lo:7.1f} img/s, bare fwd+bwd {args.batch / ba:7.1f}"
-              f" img/s, overhead ratio {lo / ba:.3f}x (target <= 1.15x); wall per step incl. "
-              f"setup and checkpoint {min(walls):.3f} s vs bare {ba:.3f} s")
+            old += loop_steps(before, ItemByItem(data), args.classes, device)[0]
+            new += loop_steps(after, data, args.classes, device)[0]
+            bare += bare_steps(after, args.classes, args.steps, device)
+        o, a, b = (statistics.median(v) for v in (old, new, bare))
+        print(f"{name}@{size} batch {batch} (channels_last {after.channels_last}): before "
+              f"{batch / o:6.1f} img/s, after {batch / a:6.1f} img/s (x{o / a:.2f}), bare "
+              f"{batch / b:6.1f} img/s; loop/bare {a / b:.3f}x (target <= 1.15x)", flush=True)
 
 
 if __name__ == "__main__":

@@ -689,3 +689,16 @@ def test_numpy_scalars_are_numbers_and_booleans_are_not():
                        (lambda: tpr_at_fpr(x, ids, 0.1, block_size=True), "block_size")):
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_10fold_correct_pairs_give_the_fold_accuracies():
+    from arclab.evaluation import verification_accuracy_10fold
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
+    same = rng.random(200) < 0.5
+    b[same] = a[same] + 0.9 * rng.normal(size=(int(same.sum()), 8))
+    r = verification_accuracy_10fold(a, b, same)
+    folds = r["correct"].reshape(10, 20)  # 200 pairs: ten contiguous folds of 20
+    np.testing.assert_array_equal(folds.mean(1), r["accuracies"])
+    assert 0.6 < r["mean"] < 1.0 and r["correct"].dtype == bool

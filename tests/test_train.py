@@ -13,6 +13,8 @@ from arclab.data.params import SynthConfig
 from arclab.data.splits import training_set
 from arclab.models import get_model
 from arclab.train import TrainConfig, learning_rate, load_config, train
+from arclab.train.config import weights_key
+from arclab.train.loop import step_batch
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +283,46 @@ def test_resume_cuts_the_log_to_the_checkpoint_and_drops_a_torn_last_line(tiny, 
     with pytest.raises(ValueError, match="line 2 is not a JSON object"):
         train(cfg, tiny, 6, tmp_path / "b", validate=probe, max_steps=12, progress=False,
               device="cpu")
+
+
+class _ItemByItem(torch.utils.data.Dataset):
+    """The tiny set without FaceDataset.batch: the loop stacks items one by one."""
+
+    def __init__(self, data: FaceDataset) -> None:
+        self.data, self.labels = data, data.labels
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.data[i]
+
+
+@pytest.mark.parametrize("margin", ["arcface", "triplet"])
+def test_batches_by_array_indexing_equal_the_item_by_item_batches(tiny, margin):
+    cfg = TrainConfig(**{**CFG.to_dict(), "margin": margin, "images_per_identity": 2})
+    for step in range(8):  # across an epoch boundary (4 steps an epoch)
+        x, y = step_batch(tiny, cfg, step)
+        rng_after = torch.rand(3)
+        x0, y0 = step_batch(_ItemByItem(tiny), cfg, step)
+        assert torch.equal(x, x0) and torch.equal(y, y0) and x.is_contiguous()
+        assert torch.equal(rng_after, torch.rand(3))  # the global RNG is left where it was
+
+
+def test_channels_last_trains_the_same_model_up_to_rounding_and_resumes_exactly(tiny, tmp_path):
+    nhwc = TrainConfig(**{**CFG.to_dict(), "backbone": "mbf", "channels_last": True})
+    nchw = TrainConfig(**{**nhwc.to_dict(), "channels_last": False})
+    a = train(nhwc, tiny, 6, tmp_path / "a", progress=False, device="cpu")
+    b = train(nchw, tiny, 6, tmp_path / "b", progress=False, device="cpu")
+    convs = [m.weight for m in a["model"].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    # the same arithmetic in another order: the first losses agree to float32 rounding (later
+    # ones drift apart, as any rounding difference grows over a few SGD steps at this scale)
+    np.testing.assert_allclose(a["losses"][:2], b["losses"][:2], rtol=1e-5)
+    assert a["losses"][:2] != b["losses"][:2]  # and NHWC really ran
+    train(nhwc, tiny, 6, tmp_path / "c", max_steps=5, progress=False, device="cpu")
+    resumed = train(nhwc, tiny, 6, tmp_path / "c", progress=False, device="cpu")
+    assert resumed["losses"] == a["losses"]
+    # a run cached before the key existed keeps its hash (channels_last=False is neutral)
+    old = {k: v for k, v in nchw.to_dict().items() if k != "channels_last"}
+    assert weights_key(nchw.to_dict()) == weights_key(old) != weights_key(nhwc.to_dict())

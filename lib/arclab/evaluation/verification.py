@@ -56,8 +56,10 @@ def verification_accuracy_10fold(emb1: np.ndarray | Tensor, emb2: np.ndarray | T
         thresholds: cosine thresholds to try; default ``np.arange(-1, 1, 0.001)``.
 
     Returns:
-        ``{"mean", "std"}`` (population std, as insightface) of the 10 fold accuracies, and
-        ``"accuracies"``, ``"thresholds"``: arrays (10,) per fold.
+        ``{"mean", "std"}`` (population std, as insightface) of the 10 fold accuracies,
+        ``"accuracies"``, ``"thresholds"``: arrays (10,) per fold, and ``"correct"``: (P,)
+        bool, each pair judged at its fold's threshold (for identity-level resampling with
+        :func:`arclab.evaluation.paired.grouped_mean_boot`).
 
     Shapes: emb1, emb2 (P, D) with P >= 10; issame (P,).
     Units: accuracies are fractions; thresholds cosines.
@@ -103,8 +105,9 @@ def verification_accuracy_10fold(emb1: np.ndarray | Tensor, emb2: np.ndarray | T
         test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
         best[k] = grid[int(np.argmax(accuracy(train, grid)))]
         accs[k] = accuracy(test, best[k:k + 1])[0]
+    correct = (sims > best[fold]) == same
     return {"mean": float(accs.mean()), "std": float(accs.std()), "accuracies": accs,
-            "thresholds": best}
+            "thresholds": best, "correct": correct}
 
 
 def template_features(features: np.ndarray | Tensor, template_ids: np.ndarray | Tensor, *,

@@ -58,6 +58,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 0.0           # max gradient norm; 0: no clipping
     amp: str = "auto"                # one of AMP_MODES
+    channels_last: bool = False      # NHWC convolutions: 1.3x faster for mbf at 32 px on CPU
     checkpoint_every: int = 100      # steps
     validate_every: int = 0          # steps; 0: validate only at the end
     seed: int = 0
@@ -86,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'step' or 'poly', got {self.schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be true or false, got {self.channels_last!r}")
         for key in ("embedding_size", "input_size", "batch_size", "epochs",
                     "checkpoint_every", "images_per_identity", "subcenters"):
             value = getattr(self, key)
@@ -141,7 +144,7 @@ def _number(value) -> bool:
         and math.isfinite(value)
 
 
-_NEUTRAL = {"subcenters": 1, "fc": "dense", "sample_rate": 1.0}
+_NEUTRAL = {"subcenters": 1, "fc": "dense", "sample_rate": 1.0, "channels_last": False}
 """Keys added after runs were cached, with the value that trains what a config without the
 key trained: left out of :func:`weights_key` at that value, so old caches stay valid."""
 

@@ -122,7 +122,9 @@ def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
     """The images (B/W, 3, S, S) and labels (B/W,) that process ``rank`` trains on at
     ``step``; re-seeds the global RNG from (seed, step, rank) first, so augmentation is a pure
     function of the step. For the triplet loss the global batch is P identities × K images
-    (the data set must expose ``labels``)."""
+    (the data set must expose ``labels``). A data set with a ``batch(indices)`` method
+    (:meth:`arclab.data.cache.FaceDataset.batch`) is read by array indexing, one call a step;
+    others item by item."""
     per_epoch = len(dataset) // cfg.batch_size
     epoch, k = divmod(step, per_epoch)
     local = cfg.batch_size // world_size
@@ -137,7 +139,10 @@ def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
             cfg.seed * 1_000_003 + epoch))
         start = k * cfg.batch_size + rank * local
     torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + rank)
-    items = [dataset[int(i)] for i in batch[start:start + local]]
+    chosen = batch[start:start + local]
+    if hasattr(dataset, "batch"):  # array indexing, same tensors and draws as item by item
+        return dataset.batch(np.asarray(chosen))
+    items = [dataset[int(i)] for i in chosen]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
@@ -175,7 +180,8 @@ def optimisation_step(parts: Parts, cfg: TrainConfig, x: Tensor, y: Tensor, step
         for group in o.param_groups:
             group["lr"] = lr
     y = y.to(dev, non_blocking=True)
-    x = x.to(dev, non_blocking=True)  # once: the teacher reads the same batch
+    x = x.to(dev, non_blocking=True,  # once: the teacher reads the same batch
+             memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     out = parts.net(x)
     if sharded and world > 1:  # DDP averages: W·(1/W)·∂L/∂θ is the dense gradient
         out.register_hook(lambda g: g * world)

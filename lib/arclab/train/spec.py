@@ -327,6 +327,12 @@ def _teacher(distill: dict, device: str | None, progress: bool) -> dict:
             "copy_head": distill["copy_head"]}
 
 
+CHANNELS_LAST = ("mbf", "y2", "mnet_lfr")
+"""Backbones the notebooks train with NHWC convolutions: the depthwise ones, which
+``benchmarks/train_throughput.py`` measured about 1.3x faster so at 32 px on 2 CPU cores (r18
+gained nothing; bfloat16 autocast was slower for mbf)."""
+
+
 def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size: int = 128,
                   margin: str = "arcface", scale: float = 32.0, n_train_ids: int = 200,
                   n_per_id: int = 12, epochs: int = 5, batch_size: int = 64, seed: int = 0,
@@ -357,6 +363,7 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   "batch_size": batch_size, "epochs": epochs, "warmup_steps": 20,
                   "weight_decay": weight_decay, "milestones": list(milestones),
                   "validate_every": validate_every, "checkpoint_every": 200, "seed": seed,
+                  "channels_last": backbone in CHANNELS_LAST,
                   "gradient": gradient, "overflow": overflow, "subcenters": subcenters},
         "data": {"source": "synthfaces", "n_identities": n_train_ids,
                  "n_per_identity": n_per_id,

@@ -154,6 +154,8 @@ def build(cfg: TrainConfig, n_classes: int, dev: torch.device, dtype: torch.dtyp
     torch.manual_seed(cfg.seed)
     model = get_model(cfg.backbone, embedding_size=cfg.embedding_size,
                       input_size=cfg.input_size).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if cfg.margin == "triplet":
         head: nn.Module = nn.Identity()
         loss_fn: nn.Module = TripletLoss(cfg.triplet_margin)
