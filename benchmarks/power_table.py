@@ -36,6 +36,7 @@ from arclab.evaluation.paired import (
     compare_paired,
     identity_resamples,
     predict_half_width,
+    scale_to_resolve,
 )
 from arclab.models import embed_images
 from arclab.train import run_spec, tutorial_spec
@@ -155,10 +156,21 @@ def main() -> None:
         args.target, "none on this grid" if best is None else
         f"{best['seeds']} seeds, {best['test_ids']} test ids, {best['cpu_minutes']:.0f} "
         "CPU-minutes"))
+    wider = scale_to_resolve(base, args.target, seeds=(5, 10, 20, 40, 80),
+                             test_scales=(1, 2, 4, 8))
+    if wider is not None:
+        n, k = wider
+        cost = n * len(METHODS) * (train_min + eval_s[1.0] * k ** 2 / 60)
+        print(f"predicted from the variance parts: {n} seeds and {int(args.eval_ids * k)} test "
+              f"ids reach ±{predict_half_width(base, n, k):.2f} points, about {cost:.0f} "
+              "CPU-minutes")
+    else:
+        print("predicted from the variance parts: not even 80 seeds and 8x the test set")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "args": vars(args), "rows": rows, "cheapest": best, "train_minutes": train_min,
+        "to_resolve": wider,
         "minutes_to_convergence": to_conv,
         "eval_seconds": eval_s,
         "runs": {f"{m}/{s}": {k: v for k, v in r.items() if k != "model"}

@@ -58,7 +58,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 0.0           # max gradient norm; 0: no clipping
     amp: str = "auto"                # one of AMP_MODES
-    channels_last: bool = False      # NHWC convolutions: 1.3x faster for mbf at 32 px on CPU
+    channels_last: bool = False      # NHWC convolutions (faster for depthwise nets on CPU)
     checkpoint_every: int = 100      # steps
     validate_every: int = 0          # steps; 0: validate only at the end
     seed: int = 0

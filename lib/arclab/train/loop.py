@@ -140,7 +140,7 @@ def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
         start = k * cfg.batch_size + rank * local
     torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + rank)
     chosen = batch[start:start + local]
-    if hasattr(dataset, "batch"):  # array indexing, same tensors and draws as item by item
+    if callable(getattr(dataset, "batch", None)):  # array indexing: same tensors and draws
         return dataset.batch(np.asarray(chosen))
     items = [dataset[int(i)] for i in chosen]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])

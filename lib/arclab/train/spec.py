@@ -328,9 +328,12 @@ def _teacher(distill: dict, device: str | None, progress: bool) -> dict:
 
 
 CHANNELS_LAST = ("mbf", "y2", "mnet_lfr")
-"""Backbones the notebooks train with NHWC convolutions: the depthwise ones, which
-``benchmarks/train_throughput.py`` measured about 1.3x faster so at 32 px on 2 CPU cores (r18
-gained nothing; bfloat16 autocast was slower for mbf)."""
+"""Backbones the notebooks train with NHWC convolutions: the depthwise ones. At 32 px, batch
+64, on 2 CPU cores (``benchmarks/train_throughput.py``, 2026-12-04) the loop ran 1.34x faster
+for mbf and 1.37x for mnet_lfr, and 1.01x for r18 (left NCHW). Measured and not kept: bfloat16
+autocast (mbf 1.2x slower; r18 1.5x faster, but it changes the numbers a comparison rests on:
+``amp: bf16`` turns it on) and ``torch.compile`` (mbf 1.3x faster per step after about 85 s of
+compilation, more than it saves in a notebook's run)."""
 
 
 def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size: int = 128,
