@@ -31,7 +31,11 @@ def results(smoke_run, name: str) -> dict:
 def test_every_notebook_executed_and_wrote_results(smoke_run):
     names = {p.stem for p in notebook_paths(ROOT / "notebooks")}
     assert {p.stem for p in smoke_run["executed"].glob("*.ipynb")} == names
-    assert {p.stem for p in (smoke_run["results"] / "smoke").glob("*.json")} == names
+    written = {p.stem for p in (smoke_run["results"] / "smoke").glob("*.json")}
+    assert written == names | {"timings"}  # the runner's wall times sit beside the results
+    timings = json.loads((smoke_run["results"] / "smoke" / "timings.json").read_text())
+    assert set(timings) == names and all(t["status"] == "executed" and t["seconds"] > 0
+                                         for t in timings.values())
     for name in names:
         assert results(smoke_run, name)["_provenance"]["profile"] == "smoke"
 
