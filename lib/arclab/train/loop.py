@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 import arclab
 from arclab.losses.distill import feature_distillation_loss
+from arclab.models.export import save_backbone
 from arclab.train.config import TrainConfig, learning_rate
 from arclab.train.state import (
     Parts,
@@ -274,8 +275,10 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     refused); stops after ``max_steps`` total steps if given (to simulate an interruption).
     Writes ``log.jsonl`` (one line per step: step, loss, lr, images/s; one per validation:
     step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end,
-    the log synced to disk before each checkpoint and cut back to the checkpoint's step on
-    resume: after a kill at any moment and a resume, the log and weights are the
+    and, when the run is complete, ``model.pt``: the bare backbone state dict (float32,
+    arcface_torch's names) that insightface's tools read (:mod:`arclab.models.export`); the log
+    synced to disk before each checkpoint and cut back to the checkpoint's step on resume:
+    after a kill at any moment and a resume, the log and weights are the
     uninterrupted run's (``images_per_s`` aside, a wall-clock rate).
     ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
 
@@ -334,6 +337,8 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
             run_validation(validate, parts.model, record, stop, log, rank)
         flush_log(log)
         save_checkpoint(ckpt, cfg, parts, record, stop, rank)
+    if rank == 0 and stop == total:  # arcface_torch's bare backbone, for its tools and export
+        save_backbone(parts.model, out_dir / "model.pt")
     bar.close()
     return {"losses": record.losses, "target_angles": record.angles,
             "distill_losses": record.distilled, "step": stop, "total_steps": total,
