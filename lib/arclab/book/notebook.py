@@ -67,7 +67,9 @@ def git_sha(root: Path) -> str:
 
 
 def provenance(profile: str | None = None, *, show: bool = True) -> dict[str, str]:
-    """Versions, git SHA and device of this run; printed when ``show`` (a notebook's setup cell).
+    """Versions, git SHA and device of this run; printed when ``show`` (a notebook's setup cell),
+    which also lets tables show whole cells (pandas cuts text at 50 characters by default, so a
+    claim or its rule would end in "...").
 
     Returns:
         dict with keys arclab, git_sha ("unknown" outside a git checkout, "-dirty" suffix when
@@ -89,6 +91,9 @@ def provenance(profile: str | None = None, *, show: bool = True) -> dict[str, st
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if show:
+        import pandas as pd  # heavy: imported here so the runner's command line starts fast
+
+        pd.set_option("display.max_colwidth", None)
         print("  ".join(f"{k}={v}" for k, v in info.items() if k != "time"))
     return info
 
