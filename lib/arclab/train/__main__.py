@@ -2,8 +2,14 @@
 :mod:`arclab.train.spec`); under ``torchrun`` the processes join one DDP group (gloo on CPU,
 nccl on CUDA) and share the global batch.
 
-    python -m arclab.train configs/r18_synthfaces.yaml --out runs/r18
-    torchrun --standalone --nproc-per-node 2 -m arclab.train SPEC.yaml --out runs/r18
+    python -m arclab.train configs/synthfaces_mbf_cpu.yaml --out runs/mbf_cpu
+    torchrun --standalone --nproc-per-node 8 -m arclab.train configs/ms1mv3_r50.yaml --out runs/r50
+
+Ready specs (run as they are, or copy and edit): configs/synthfaces_mbf_cpu.yaml (a CPU, about
+3 minutes), configs/synthfaces_r18_cpu.yaml, configs/ms1mv3_r50.yaml and configs/ms1mv3_r100.yaml
+(8 GPUs, as arcface_torch's), configs/glint360k_r100_pfc.yaml (Partial FC r = 0.1). A finished
+run leaves model.pt (the bare backbone, for arcface_torch's tools and
+``python -m arclab.models.export``) beside checkpoint.pt and log.jsonl.
 
 The whole spec, the device and the run folder's checkpoint are checked before anything is
 rendered or written: a problem ends the command with one line on stderr naming the key, option
