@@ -16,6 +16,8 @@ from arclab.detection.coding import decode_boxes, decode_landmarks, encode_boxes
 from arclab.detection.loss import RECIPES, multitask_loss
 from arclab.detection.matching import hard_negatives, match, point_form
 from arclab.detection.metrics import (
+    SUBSETS,
+    ap_resamples,
     average_precision,
     map_50_95,
     match_detections,
@@ -160,6 +162,57 @@ def test_wider_ap_on_worked_examples():
     shifted = [np.array([[1, 1, 11, 11, 0.9], [20, 20, 30, 30, 0.8]])]  # IoU 0.68 for one
     assert map_50_95(shifted, gt) < average_precision(shifted, gt, diff)["hard"] == 1.0
     assert match_detections(shifted[0][:, :4], gt[0]) == [(0, 0), (1, 1)]
+
+
+def test_ap_resamples_equal_the_ap_of_the_copied_images():
+    rng = np.random.default_rng(0)
+    gt, diff, dets = [], [], []
+    for _ in range(5):  # random scenes: faces, near-misses, duplicates and false positives
+        g = rng.uniform(0, 80, (rng.integers(0, 4), 2))
+        g = np.c_[g, g + rng.uniform(8, 30, g.shape)]
+        d = np.r_[g + rng.normal(0, 2, g.shape), rng.uniform(0, 100, (3, 4))]
+        d[-3:, 2:] = d[-3:, :2] + 10
+        gt.append(g)
+        diff.append(rng.integers(0, 3, len(g)))
+        dets.append(np.c_[d, rng.choice([0.3, 0.5, 0.7, 0.9], len(d))])  # tied scores too
+    counts = np.array([[1, 1, 1, 1, 1], [2, 0, 1, 3, 0], [0, 0, 0, 0, 0], [0, 1, 2, 0, 1]])
+    for subset in ("easy", "medium", "hard"):
+        for iou in (0.5, 0.7):
+            boot = ap_resamples(dets, gt, diff, counts, subset=subset, iou=iou)
+            for r, cr in enumerate(counts):
+                idx = np.repeat(np.arange(5), cr)
+                if sum(np.isin(diff[i], SUBSETS[subset]).sum() for i in idx):
+                    copy = [[x[i] for i in idx] for x in (dets, gt, diff)]
+                    want = average_precision(*copy, iou=iou, subsets=(subset,))[subset]
+                    assert boot[r] == pytest.approx(want), (subset, iou, r)
+                else:
+                    assert np.isnan(boot[r])
+    with pytest.raises(ValueError, match=r"counts must be \(R, 5\)"):
+        ap_resamples(dets, gt, diff, counts[:, :4])
+
+
+def test_compare_rows_pairs_seeds_and_scene_resamples_and_drops_empty_resamples():
+    from arclab.detection.fit import compare_rows
+    from arclab.evaluation.paired import compare_paired
+
+    rng = np.random.default_rng(1)
+    boot = {r: rng.uniform(0.2, 0.6, (2, 6)) for r in ("a", "b")}
+    for r in boot:
+        boot[r][:, 2] = np.nan  # a resample without faces of the subset, NaN in every run
+    res = {r: {s: {"hard": 0.4 + 0.1 * (r == "a") + 0.01 * s, "boot": {"hard": boot[r][s]}}
+               for s in (0, 1)} for r in boot}
+    res["a"][2] = res["a"][0]  # a seed only one row ran is left out
+    got = compare_rows(res, "a", "b", "hard", names={"a": "A"})
+    keep = [0, 1, 3, 4, 5]
+    want = compare_paired([50.0, 51.0], [40.0, 41.0], 100 * boot["a"][:, keep],
+                          100 * boot["b"][:, keep], name_a="A", name_b="b", unit="AP")
+    assert got == want and got.n_seeds == 2 and got.n_boot == 5
+    res["b"][1] = {**res["b"][1], "hard": float("nan")}  # a subset without faces: undefined
+    assert compare_rows(res, "a", "b", "hard") is None
+    with pytest.raises(ValueError, match=r"pass counts to run_rows"):
+        compare_rows({"a": {0: {"hard": 0.1}}, "b": {0: {"hard": 0.2}}}, "a", "b", "hard")
+    with pytest.raises(ValueError, match="must be in results"):
+        compare_rows(res, "a", "c", "hard")
 
 
 class _Fixed(nn.Module):

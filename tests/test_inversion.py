@@ -163,3 +163,58 @@ def test_uint8_round_trip_and_image_statistics_by_hand():
     assert stats["saturated"] == pytest.approx(8 / 9)
     with pytest.raises(ValueError, match="uint8"):
         image_statistics(img.astype(np.float32))
+
+
+def test_holdout_halves_alternate_within_each_group_and_the_pick_ignores_the_test_half():
+    import numpy as np
+
+    from arclab.experiments.inversion_judge import holdout_halves, pick_weight
+
+    val, test = holdout_halves(4)  # targets 0-3 inside, 4-7 outside
+    assert val.tolist() == [1, 3, 5, 7] and test.tolist() == [0, 2, 4, 6]
+    val, test = holdout_halves(5)
+    assert sorted(np.r_[val, test].tolist()) == list(range(10)) and not set(val) & set(test)
+    assert {int(i >= 5) for i in val} == {0, 1} and len(test) == 6  # both groups in each
+    # the test rows favour 3.0, the validation rows 0.3: only the validation rows decide
+    scores = {0.0: np.full(8, 0.9), 0.3: np.array([0, .6, 0, .6, 0, .6, 0, .6]),
+              3.0: np.array([1, .2, 1, .2, 1, .2, 1, .2])}
+    val, test = holdout_halves(4)
+    assert pick_weight(scores, val) == 0.3 and pick_weight(scores, test) == 3.0
+    assert pick_weight(scores, val, exclude=()) == 0.0  # 0 competes only when not excluded
+    assert pick_weight({1.0: np.ones(2), 0.5: np.ones(2)}, np.arange(2)) == 0.5  # tie: smaller
+    with pytest.raises(ValueError, match="n_invert must be an integer >= 2"):
+        holdout_halves(1)
+    with pytest.raises(ValueError, match="need a weight outside"):
+        pick_weight({0.0: np.ones(2)}, np.arange(2))
+
+
+def test_compare_identities_is_the_one_seed_paired_comparison_and_judge_images_by_hand():
+    import numpy as np
+    import torch.nn.functional as F
+
+    from arclab.evaluation.paired import compare_paired, grouped_mean_boot, identity_resamples
+    from arclab.experiments.inversion_judge import compare_identities, judge_images
+
+    a, b = np.array([0.5, 0.1, 0.9, 0.4, 0.6]), np.array([0.3, 0.2, 0.5, 0.4, 0.1])
+    c = compare_identities(a, b, name_a="on", name_b="off", unit="cos", seed=3)
+    counts = identity_resamples(5, 200, seed=3)
+    want = compare_paired([a.mean()], [b.mean()], grouped_mean_boot(a, np.arange(5), counts)[None],
+                          grouped_mean_boot(b, np.arange(5), counts)[None], name_a="on",
+                          name_b="off", unit="cos")
+    assert c.mean == pytest.approx(a.mean() - b.mean()) and c.half_width == want.half_width
+    assert c.test_only and c.verdict == want.verdict
+    with pytest.raises(ValueError, match="one length N >= 2"):
+        compare_identities(a, b[:4], name_a="on", name_b="off")
+    # a judge that returns the image's first pixel's colour as its feature (flip test: same)
+    judge = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    images[0, ..., 0] = 255  # (+1, -1, -1) after scaling
+    images[1, ..., 1] = 255  # (-1, +1, -1)
+    refs = F.normalize(torch.tensor([[[1.0, -1, -1], [1, 1, 1]], [[1, -1, -1], [1, 1, 1]]]), dim=2)
+    v = judge_images(judge, images, refs, threshold=0.5)
+    f = F.normalize(torch.tensor([[1.0, -1, -1], [-1, 1, -1]]), dim=1)
+    centre = F.normalize(refs.mean(1), dim=1)
+    assert torch.allclose(v["cos to centre"], (f * centre).sum(1))
+    assert v["accepted"].tolist() == [0.5, 0.0]  # image 0 matches its first reference only
+    with pytest.raises(ValueError, match=r"references must be \(N, K, D\)"):
+        judge_images(judge, images, refs[:1], threshold=0.5)

@@ -96,6 +96,19 @@ def test_no_shared_test_noise_gives_the_t_interval():
     assert same.half_width == 0 and same.df == math.inf and same.better is None
 
 
+def test_seeds_that_agree_by_chance_keep_the_test_set_interval():
+    # accuracies in 2.5-point steps: two seeds with the same difference (s² = 0), while each
+    # seed's test-set resamples vary independently (σ_c² clamps to 0): the interval must still
+    # hold the test-set noise of the mean difference, z·√V_S, not shrink to nothing
+    rng = np.random.default_rng(0)
+    d = np.array([-2.5, -2.5])
+    d_boot = d[:, None] + rng.normal(0, 3.0, (2, 400))
+    c = compare_paired(d, np.zeros(2), d_boot, np.zeros((2, 400)))
+    v_s = d_boot.mean(axis=0).var(ddof=1)
+    assert c.half_width == pytest.approx(stats.norm.ppf(0.975) * math.sqrt(v_s), rel=1e-6)
+    assert c.half_width > 3 and c.better is None  # without the floor: ±0, "B better"
+
+
 def test_one_seed_gives_the_test_set_interval_and_says_so():
     rng = np.random.default_rng(4)
     a, b, a_boot, b_boot = simulate(rng, 1, REGIMES["mixed"], 5.0)

@@ -18,6 +18,7 @@ from arclab.detection.priors import priors
 from arclab.experiments.pipeline import (
     compare,
     enroll,
+    pair_outcomes,
     search,
     search_video,
     verification_threshold,
@@ -142,3 +143,26 @@ def test_search_video_aggregates_the_frames_that_hold_a_face(world):
     with pytest.raises(ValueError, match="no face found in any image of identities"):
         enroll(world["det"], world["model"], [frames[0], np.full_like(frames[0], 90)], [1, 2],
                size=24)
+
+
+def test_pair_outcomes_counts_genuine_and_impostor_pairs_apart():
+    # notebook 14's book run: 5 of 8 pairs right, yet only 1 of the 4 genuine pairs accepted
+    same = [True] * 4 + [False] * 4
+    scores = [0.89, 0.20, 0.51, 0.35, 0.49, 0.31, 0.10, None]
+    compared = [{"match": s is not None and s > 0.84, "score": s} for s in scores]
+    r = pair_outcomes(np.array(same), compared)
+    assert sum(c["match"] == t for c, t in zip(compared, same)) == 5  # the old "majority"
+    assert (r["genuine"], r["genuine_accepted"], r["impostor"], r["impostor_rejected"]) == \
+        (4, 1, 4, 4)
+    assert r["genuine_mean"] == pytest.approx((0.89 + 0.20 + 0.51 + 0.35) / 4)
+    assert r["impostor_mean"] == pytest.approx((0.49 + 0.31 + 0.10) / 3)  # no-face pair left out
+    assert r["impostor_max"] == 0.49 and r["genuine_below_impostor_max"] == 2
+    missing = [{"match": False, "score": None}] + compared[1:]
+    assert pair_outcomes(same, missing)["genuine_below_impostor_max"] == 3  # no face: below
+    none = pair_outcomes([True, False], [{"match": False, "score": None}] * 2)
+    assert none["impostor_max"] is None and none["genuine_below_impostor_max"] == 0
+    assert none["impostor_rejected"] == 1 and none["genuine_mean"] is None
+    with pytest.raises(ValueError, match="one entry per pair"):
+        pair_outcomes(same[:3], compared)
+    with pytest.raises(ValueError, match="'match' and 'score'"):
+        pair_outcomes([True], [{"match": True}])

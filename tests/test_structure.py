@@ -156,7 +156,6 @@ def test_the_scan_finds_what_it_should():
     assert markdown_numbers(text) == ["83.4%", "1.2points", "3.5s", "17°", "4×", "2AP"]
 
 
-@pytest.mark.xfail(reason="issue 30: notebooks being rewritten", strict=False)
 def test_markdown_states_no_measured_numbers():
     found = {p.stem: [n for c in nbformat.read(p, as_version=4).cells
                       if c.cell_type == "markdown" for n in markdown_numbers(c.source)]

@@ -44,7 +44,7 @@ BOOK_MAP: list[dict[str, str]] = [
      "reproduces": "RetinaFace improves ArcFace (better alignment)", "seed": "000",
      "modules": "detection, data.align, experiments.pipeline"},
     {"notebook": "13_inversion", "reproduces": "TPAMI: face inversion from ArcFace",
-     "seed": "003", "modules": "experiments.inversion"},
+     "seed": "003", "modules": "experiments.inversion, experiments.inversion_judge"},
     {"notebook": "14_demo", "reproduces": "slides: image/video face analysis demo",
      "seed": "000", "modules": "detection, experiments.pipeline, evaluation"},
 ]

@@ -34,9 +34,11 @@ from arclab.detection.loss import RECIPES, multitask_loss
 from arclab.detection.model import RetinaFace, preprocess
 from arclab.detection.postprocess import detect
 from arclab.detection.priors import priors
+from arclab.evaluation.paired import Comparison, compare_paired
 
-__all__ = ["ABLATION_ROWS", "DetectorConfig", "build_detector", "config_key",
-           "evaluate_detector", "run_rows", "summarise_rows", "train_detector"]
+__all__ = ["ABLATION_LABELS", "ABLATION_ROWS", "DetectorConfig", "build_detector",
+           "compare_rows", "config_key", "evaluate_detector", "run_rows", "summarise_rows",
+           "train_detector"]
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def train_detector(cfg: DetectorConfig, data: dict, out_dir: str | Path | None =
 @torch.no_grad()
 def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
                       score_threshold: float = 0.02, nms_threshold: float = 0.4,
-                      device: str | torch.device | None = None) -> dict:
+                      device: str | torch.device | None = None, counts=None) -> dict:
     """Detect on every scene and score it against the ground truth.
 
     Returns {"easy", "medium", "hard": AP at IoU 0.5 (WIDER rules: a subset's AP counts its
@@ -279,7 +281,9 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
     landmark NME of the faces matched at IoU 0.5 that have visible landmarks (normalised by
     the box size, see :func:`arclab.detection.metrics.landmark_nme`), "pr": {subset: (recall,
     precision)} of the subsets that have faces, "detections": the per-scene outputs of
-    :func:`arclab.detection.postprocess.detect`}.
+    :func:`arclab.detection.postprocess.detect`}; with ``counts`` (R, n_scenes) scene resamples,
+    also "boot": {"easy", "medium", "hard", "map": (R,) AP per resample} (NaN: no face there;
+    :func:`arclab.detection.metrics.ap_resamples`).
     """
     images = data["images"]
     dets: list[dict] = []
@@ -309,8 +313,18 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
                                                np.stack(true_boxes))) if pred_lm else \
         float("nan")
     result["landmark_faces"] = len(pred_lm)
+    if counts is not None:
+        boot = {k: metrics.ap_resamples(rows, gt, difficulty, counts, subset=k)
+                for k in ("easy", "medium", "hard")}
+        boot["map"] = np.mean([metrics.ap_resamples(rows, gt, difficulty, counts, iou=t)
+                               for t in np.linspace(0.5, 0.95, 10)], axis=0)
+        result["boot"] = boot
     return result | {"detections": dets}
 
+
+ABLATION_LABELS: dict[str, str] = {  # the slides' names of the rows
+    "fpn_context": "FPN+Context", "dcn": "+DCN", "dcn_pts": "+DCN+L_pts",
+    "dcn_pixel": "+DCN+L_pixel", "dcn_pts_pixel": "+DCN+L_pts+L_pixel"}
 
 ABLATION_ROWS: dict[str, dict[str, object]] = {
     "fpn_context": {"context": "ssh", "landmarks": False, "pixel": False},
@@ -325,20 +339,20 @@ Without L_pts the landmark head is still there but untrained."""
 
 
 def run_rows(rows: dict[str, dict], seeds: list[int], base: DetectorConfig, train_set: dict,
-             val_set: dict, *, progress: bool = True) -> dict[str, dict[int, dict]]:
+             val_set: dict, *, progress: bool = True, counts=None) -> dict[str, dict[int, dict]]:
     """Train (or reload from the cache) and evaluate ``base`` with each row's overrides and
     each seed.
 
     Returns: {row: {seed: {"easy", "medium", "hard", "map", "nme", "landmark_faces",
     "losses", "terms", "seconds"}}} (``seconds``: training time of this call, about 0 when
-    the run was cached).
+    the run was cached), and "boot" with ``counts`` (:func:`evaluate_detector`).
     """
     out: dict[str, dict[int, dict]] = {row: {} for row in rows}
     jobs = [(row, seed) for row in rows for seed in seeds]
     for row, seed in tqdm(jobs, desc="ablation runs", disable=not progress):
         cfg = replace(base, seed=seed, **rows[row])
         run = train_detector(cfg, train_set, progress=False)
-        scores = evaluate_detector(run["model"], val_set)
+        scores = evaluate_detector(run["model"], val_set, counts=counts)
         out[row][seed] = {**{k: v for k, v in scores.items() if k not in ("detections", "pr")},
                           "losses": run["losses"], "terms": run["terms"],
                           "seconds": run["seconds"]}
@@ -352,3 +366,34 @@ def summarise_rows(results: dict[str, dict[int, dict]],
     return {row: {k: (float(np.mean([r[k] for r in runs.values()])),
                       float(np.std([r[k] for r in runs.values()]))) for k in keys}
             for row, runs in results.items()}
+
+
+def compare_rows(results: dict[str, dict[int, dict]], a: str, b: str, key: str, *,
+                 names: dict[str, str] | None = None, level: float = 0.95) -> Comparison | None:
+    """Row ``a`` − row ``b`` of :func:`run_rows`'s results (with ``counts``) on ``key`` in AP
+    points, paired over common seeds and scene resamples (``paired.compare_paired``), leaving
+    out resamples without a face of the subset (NaN in every run). None when a run's AP is NaN
+    or under two resamples remain. ``names``: what the verdict calls the rows.
+
+    Raises:
+        ValueError: a row missing, no seed in common, or a run without "boot".
+
+    Example:
+        >>> run = lambda ap, boot: {"hard": ap, "boot": {"hard": np.array(boot)}}
+        >>> res = {"x": {0: run(0.5, [0.45, 0.55, 0.5])}, "y": {0: run(0.3, [0.3, 0.32, 0.28])}}
+        >>> c = compare_rows(res, "x", "y", "hard")
+        >>> f"{c.mean:+.1f} ± {c.half_width:.1f} {c.unit}: {c.better}"
+        '+20.0 ± 8.5 AP: x'
+    """
+    seeds = sorted(set(results[a]) & set(results[b])) if a in results and b in results else []
+    if not seeds or any("boot" not in results[r][s] for r in (a, b) for s in seeds):
+        raise ValueError(f"rows {a!r} and {b!r} must be in results, share a seed, and hold "
+                         f"scene resamples (pass counts to run_rows); rows: {sorted(results)}")
+    va, vb = (100 * np.array([results[r][s][key] for s in seeds]) for r in (a, b))
+    ba, bb = (100 * np.stack([results[r][s]["boot"][key] for s in seeds]) for r in (a, b))
+    keep = np.isfinite(ba).all(0) & np.isfinite(bb).all(0)
+    if not (np.isfinite(va).all() and np.isfinite(vb).all()) or keep.sum() < 2:
+        return None
+    names = names or {}
+    return compare_paired(va, vb, ba[:, keep], bb[:, keep], name_a=names.get(a, a),
+                          name_b=names.get(b, b), unit="AP", level=level)

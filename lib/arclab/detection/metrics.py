@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["SUBSETS", "average_precision", "landmark_nme", "map_50_95", "match_detections",
-           "precision_recall", "voc_ap"]
+__all__ = ["SUBSETS", "ap_resamples", "average_precision", "landmark_nme", "map_50_95",
+           "match_detections", "precision_recall", "voc_ap"]
 
 SUBSETS = {"easy": (0,), "medium": (0, 1), "hard": (0, 1, 2)}
 """Which difficulty labels (0 easy, 1 medium, 2 hard) each subset scores."""
@@ -72,30 +72,81 @@ def _classify(dets: np.ndarray, gt: np.ndarray, scored: np.ndarray, iou: float) 
     return out
 
 
+def _pooled(detections: list, ground_truth: list, difficulty: list, subset: str, iou: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every counted detection in descending score (ties in image order): (scores, kinds
+    1 TP / 0 FP, image index), and the number of ``subset`` faces of each image."""
+    _check(detections, ground_truth, difficulty)
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
+    scores, kinds, images, n_faces = [], [], [], []
+    for i, (d, g, diff) in enumerate(zip(detections, ground_truth, difficulty)):
+        d = np.asarray(d, dtype=np.float64).reshape(-1, 5)
+        d = d[np.argsort(-d[:, 4], kind="stable")]
+        g = np.asarray(g, dtype=np.float64).reshape(-1, 4)
+        scored = np.isin(np.asarray(diff), SUBSETS[subset])
+        n_faces.append(int(scored.sum()))
+        scores.append(d[:, 4])
+        kinds.append(_classify(d, g, scored, iou))
+        images.append(np.full(len(d), i))
+    s, k, im = np.concatenate(scores), np.concatenate(kinds), np.concatenate(images)
+    order = np.argsort(-s, kind="stable")
+    keep = k[order] >= 0
+    return s[order][keep], k[order][keep], im[order][keep].astype(np.int64), np.array(n_faces)
+
+
 def precision_recall(detections: list, ground_truth: list, difficulty: list, *,
                      subset: str = "hard", iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """The PR curve of one subset under the WIDER rules (see the module docstring): recall
     and precision after each distinct score, in descending score; empty arrays when nothing
     counts. Raises ValueError for a subset without faces."""
-    _check(detections, ground_truth, difficulty)
-    scores, kinds, n_faces = [], [], 0
-    for d, g, diff in zip(detections, ground_truth, difficulty):
-        d = np.asarray(d, dtype=np.float64).reshape(-1, 5)
-        d = d[np.argsort(-d[:, 4], kind="stable")]
-        g = np.asarray(g, dtype=np.float64).reshape(-1, 4)
-        scored = np.isin(np.asarray(diff), SUBSETS[subset])
-        n_faces += int(scored.sum())
-        scores.append(d[:, 4])
-        kinds.append(_classify(d, g, scored, iou))
-    if n_faces == 0:
+    s, k, _, n_faces = _pooled(detections, ground_truth, difficulty, subset, iou)
+    if n_faces.sum() == 0:
         raise ValueError(f"subset {subset!r} has no faces")
-    s, k = np.concatenate(scores), np.concatenate(kinds)
-    order = np.argsort(-s, kind="stable")
-    s, k = s[order][k[order] >= 0], k[order][k[order] >= 0]
     last = np.r_[s[1:] != s[:-1], True]  # read PR only after a whole group of equal scores
     tp = np.cumsum(k)[last]
     proposals = np.arange(1, len(k) + 1)[last]
-    return tp / n_faces, tp / proposals
+    return tp / n_faces.sum(), tp / proposals
+
+
+def ap_resamples(detections: list, ground_truth: list, difficulty: list, counts, *,
+                 subset: str = "hard", iou: float = 0.5) -> np.ndarray:
+    """AP of ``subset`` (WIDER rules, as :func:`average_precision`) on each resample of the
+    images: replicate r holds image i ``counts[r, i]`` times, its faces and its detections
+    alike (an image-level bootstrap, e.g. ``arclab.evaluation.paired.identity_resamples``
+    over the scenes; reuse one ``counts`` for every model so the replicates are paired).
+    A row of ones gives :func:`average_precision`'s AP.
+
+    Shapes: counts (R, n_images) non-negative integers -> (R,); NaN where a replicate holds
+    no face of the subset, 0 where it holds faces but no counted detection.
+
+    Raises:
+        ValueError: counts not (R, n_images) non-negative integers; the cases of
+            :func:`average_precision`.
+
+    Example:
+        >>> dets = [[[0, 0, 10, 10, 0.9]], [[0, 0, 10, 10, 0.8]]]
+        >>> gt, diff = [[[0, 0, 10, 10]], [[20, 20, 30, 30]]], [[0], [0]]
+        >>> ap_resamples(dets, gt, diff, [[1, 1], [2, 0], [0, 2]]).tolist()
+        [0.5, 1.0, 0.0]
+    """
+    c = np.asarray(counts)
+    if c.ndim != 2 or c.shape[1] != len(ground_truth) or c.dtype.kind not in "iu" \
+            or (c < 0).any():
+        raise ValueError(f"counts must be (R, {len(ground_truth)}) non-negative integers (one "
+                         f"column per image), got {c.dtype} {c.shape}")
+    s, k, im, n_faces = _pooled(detections, ground_truth, difficulty, subset, iou)
+    last = np.r_[s[1:] != s[:-1], True]
+    out = np.full(len(c), np.nan)
+    for r, cr in enumerate(c.astype(np.int64)):
+        faces = int(cr @ n_faces)
+        if faces == 0:
+            continue
+        w = cr[im]
+        tp, proposals = np.cumsum(w * k)[last], np.cumsum(w)[last]
+        seen = proposals > 0  # detections of images this replicate did not draw weigh 0
+        out[r] = voc_ap(tp[seen] / faces, tp[seen] / proposals[seen]) if seen.any() else 0.0
+    return out
 
 
 def average_precision(detections: list, ground_truth: list, difficulty: list, *,

@@ -8,7 +8,8 @@ evaluation, detection): each module runs one study end to end.
 - :mod:`~arclab.experiments.pipeline`: detect → landmarks → align → embed, the weaker crops it
   is compared with, and the demo's compare / enroll / search (notebooks 12, 14);
 - :mod:`~arclab.experiments.inversion`: faces from a model's embedding and BatchNorm
-  statistics (notebook 13).
+  statistics (notebook 13), and :mod:`~arclab.experiments.inversion_judge`: an independent
+  model's verdict on them, with the prior's weight chosen on held-out identities.
 
 Import the submodules; this package imports nothing itself.
 

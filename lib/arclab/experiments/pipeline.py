@@ -8,7 +8,8 @@ detector's), aligned with landmarks *guessed from the box* (a fixed layout insid
 alignment).
 
 On top of the pipeline, what a face-analysis demo does: :func:`compare` (same person? at a
-threshold chosen on a labelled protocol at a stated FPR, :func:`verification_threshold`),
+threshold chosen on a labelled protocol at a stated FPR, :func:`verification_threshold`;
+its answers on labelled pairs counted genuine and impostor apart, :func:`pair_outcomes`),
 :func:`enroll` a gallery, :func:`search` it with an image and :func:`search_video` with a
 track (per-track aggregation). An image without a face gives a result that says so, not an
 exception.
@@ -32,7 +33,8 @@ from arclab.train.config import weights_key
 
 __all__ = ["CROP_KINDS", "best_detections", "box_crops", "box_landmarks", "compare",
            "detect_align_embed", "enroll", "face_crops", "fit_box_layout", "pair_indices",
-           "search", "search_video", "train_on_crops", "verification_threshold"]
+           "pair_outcomes", "search", "search_video", "train_on_crops",
+           "verification_threshold"]
 
 CROP_KINDS = ("ground_truth", "detector", "box_layout", "box")
 """Crop sources: aligned with ground-truth landmarks, with the detector's landmarks, with
@@ -268,6 +270,54 @@ def compare(detector: nn.Module, model: nn.Module, image_a: np.ndarray, image_b:
     return {"match": score > threshold, "score": score, "found": [True, True],
             "reason": f"cosine {score:.3f} {'>' if score > threshold else '<='} threshold "
                       f"{threshold:.3f}"}
+
+
+def pair_outcomes(same, compared: list[dict]) -> dict:
+    """How a verifier's answers on labelled pairs split, genuine and impostor pairs counted
+    apart: a majority of right answers over all pairs can hide a verifier that answers
+    "different" to nearly every genuine pair.
+
+    Args:
+        same: (P,) bools, True where the pair shows one person.
+        compared: P results of :func:`compare` (``"match"`` and ``"score"``); a pair in which
+            a face was not found (score None) counts as answered "different".
+
+    Returns:
+        {"genuine": number of genuine pairs, "genuine_accepted": those answered "same",
+        "impostor": number of impostor pairs, "impostor_rejected": those answered
+        "different", "genuine_mean" and "impostor_mean": mean cosine over the pairs with a
+        score, "impostor_max": the highest impostor cosine (each None without a scored
+        pair), "genuine_below_impostor_max": genuine pairs whose cosine is at or below the
+        highest impostor's, or which have no score (0 without a scored impostor pair)}.
+
+    Raises:
+        ValueError: ``same`` and ``compared`` of different lengths, or a result without
+            "match" and "score".
+
+    Example:
+        >>> r = pair_outcomes([True, True, False, False],
+        ...                   [{"match": True, "score": 0.9}, {"match": False, "score": 0.2},
+        ...                    {"match": False, "score": 0.3}, {"match": False, "score": None}])
+        >>> r["genuine_accepted"], r["impostor_rejected"], r["genuine_below_impostor_max"]
+        (1, 2, 1)
+    """
+    same = [bool(v) for v in np.asarray(same, dtype=bool).reshape(-1)]
+    if len(same) != len(compared):
+        raise ValueError(f"same ({len(same)}) and compared ({len(compared)}) must have one "
+                         "entry per pair")
+    if any(not isinstance(r, dict) or not {"match", "score"} <= r.keys() for r in compared):
+        raise ValueError("each result in compared needs 'match' and 'score' (from compare)")
+    gen = [r for r, s in zip(compared, same) if s]
+    imp = [r for r, s in zip(compared, same) if not s]
+    g_scores = [r["score"] for r in gen if r["score"] is not None]
+    i_scores = [r["score"] for r in imp if r["score"] is not None]
+    i_max = max(i_scores) if i_scores else None
+    below = 0 if i_max is None else sum(r["score"] is None or r["score"] <= i_max for r in gen)
+    return {"genuine": len(gen), "genuine_accepted": sum(bool(r["match"]) for r in gen),
+            "impostor": len(imp), "impostor_rejected": sum(not r["match"] for r in imp),
+            "genuine_mean": float(np.mean(g_scores)) if g_scores else None,
+            "impostor_mean": float(np.mean(i_scores)) if i_scores else None,
+            "impostor_max": i_max, "genuine_below_impostor_max": below}
 
 
 def enroll(detector: nn.Module, model: nn.Module, images: list[np.ndarray] | np.ndarray,
