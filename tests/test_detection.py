@@ -17,9 +17,9 @@ from arclab.detection.loss import RECIPES, multitask_loss
 from arclab.detection.matching import hard_negatives, match, point_form
 from arclab.detection.metrics import (
     SUBSETS,
+    ap_iou_sweep,
     ap_resamples,
     average_precision,
-    map_50_95,
     match_detections,
     precision_recall,
     voc_ap,
@@ -160,7 +160,7 @@ def test_wider_ap_on_worked_examples():
     perfect = [np.array([[0, 0, 10, 10, 0.9], [20, 20, 30, 30, 0.8]])]
     assert average_precision(perfect, gt, diff) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
     shifted = [np.array([[1, 1, 11, 11, 0.9], [20, 20, 30, 30, 0.8]])]  # IoU 0.68 for one
-    assert map_50_95(shifted, gt) < average_precision(shifted, gt, diff)["hard"] == 1.0
+    assert ap_iou_sweep(shifted, gt) < average_precision(shifted, gt, diff)["hard"] == 1.0
     assert match_detections(shifted[0][:, :4], gt[0]) == [(0, 0), (1, 1)]
 
 

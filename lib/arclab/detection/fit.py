@@ -5,8 +5,8 @@
 random horizontal flips, warm-up and step decay; it is deterministic by seed (the batches of a
 step and the flips are pure functions of (seed, step)) and resumes from its checkpoint, which
 is keyed by the config so that a changed setting never resumes a stale run.
-:func:`evaluate_detector` detects on a scene set and scores WIDER-style AP per difficulty,
-mAP over IoU 0.5:0.95 and the landmark NME of the matched faces.
+:func:`evaluate_detector` detects on a scene set and scores arclab's continuous WIDER-style AP
+per difficulty, its average over IoU 0.5:0.95 (``map``) and the landmark NME of the matched faces.
 
 Taught in: notebooks/10_retinaface.ipynb
 """
@@ -297,7 +297,7 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
     difficulty = [np.asarray(d) for d in data["difficulty"]]
     ap = metrics.average_precision(rows, gt, difficulty, iou=0.5)
     result = {k: float(ap[k]) for k in ("easy", "medium", "hard")}
-    result["map"] = float(metrics.map_50_95(rows, gt, difficulty))
+    result["map"] = float(metrics.ap_iou_sweep(rows, gt, difficulty))
     result["pr"] = {k: metrics.precision_recall(rows, gt, difficulty, subset=k)
                     for k in ("easy", "medium", "hard") if result[k] == result[k]}
     pred_lm, true_lm, true_boxes = [], [], []

@@ -1,7 +1,8 @@
-"""WIDER FACE-style average precision per difficulty subset, mAP over IoU 0.5:0.95, and the
-landmark NME.
+"""arclab's continuous WIDER FACE-style average precision per difficulty subset, its average
+over IoU 0.5:0.95, and the landmark NME. For the official WIDER numbers (its +1-pixel IoU,
+1,000 thresholds, faceless images skipped, the .mat subsets) use :mod:`arclab.detection.wider`.
 
-The WIDER evaluation rules, made exact: detections of every image are taken in descending
+The WIDER evaluation rules, made continuous: detections of every image are taken in descending
 score; each is compared with the face it overlaps most. If that IoU reaches the threshold and
 the face is outside the subset being scored, the detection is *ignored* (neither true nor false
 positive); if the face is in the subset and not yet found, it is a true positive; otherwise a
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["SUBSETS", "ap_resamples", "average_precision", "landmark_nme", "map_50_95",
+__all__ = ["SUBSETS", "ap_iou_sweep", "ap_resamples", "average_precision", "landmark_nme",
            "match_detections", "precision_recall", "voc_ap"]
 
 SUBSETS = {"easy": (0,), "medium": (0, 1), "hard": (0, 1, 2)}
@@ -174,9 +175,12 @@ def average_precision(detections: list, ground_truth: list, difficulty: list, *,
     return out
 
 
-def map_50_95(detections: list, ground_truth: list, difficulty: list | None = None, *,
-              subset: str = "hard") -> float:
-    """AP of ``subset`` averaged over IoU thresholds 0.50, 0.55, …, 0.95 (COCO-style)."""
+def ap_iou_sweep(detections: list, ground_truth: list, difficulty: list | None = None, *,
+                 subset: str = "hard") -> float:
+    """Continuous AP of ``subset`` (:func:`average_precision`) averaged over IoU thresholds
+    0.50, 0.55, …, 0.95: the RetinaFace slides' "mAP" column, measured our way. Not
+    pycocotools' AP@[.5:.95], which interpolates at 101 recall points, keeps at most 100
+    detections per image and has area ranges and crowd regions."""
     difficulty = difficulty if difficulty is not None else [
         np.zeros(len(np.asarray(g).reshape(-1, 4)), dtype=np.int64) for g in ground_truth]
     values = [average_precision(detections, ground_truth, difficulty, iou=t,
