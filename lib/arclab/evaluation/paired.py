@@ -1,24 +1,20 @@
 """Paired comparison of two methods over seeds, with an interval for seed and test-set noise.
 
 Runs of A and B with one seed share data, order and initialisation; all are scored on one
-test set. The difference of seed s is modelled as d_s = δ + u_s + c(T) + e_s(T): a seed effect
-(variance σ_u²), a test-set effect shared by all seeds (σ_c²) and a seed-specific test-set
-effect (σ_e²), so Var(d̄) = σ_u²/S + σ_c² + σ_e²/S. Three measured variances identify them:
-
-- s², the spread of d_s over the S seeds, estimates σ_u² + σ_e²;
-- V₁, the mean over seeds of the bootstrap variance of d_s, estimates σ_c² + σ_e²;
-- V_S, the bootstrap variance of d̄ (one resample for all runs), estimates σ_c² + σ_e²/S.
-
+test set. The difference of seed s is d_s = δ + u_s + c(T) + e_s(T): a seed effect (σ_u²), a
+test-set effect shared by all seeds (σ_c²) and a seed-specific test-set effect (σ_e²), so
+Var(d̄) = σ_u²/S + σ_c² + σ_e²/S. Three measured variances identify them: s², the spread of d_s
+over the S seeds (σ_u² + σ_e²); V₁, the mean over seeds of the bootstrap variance of d_s
+(σ_c² + σ_e²); V_S, the bootstrap variance of d̄, one resample for all runs (σ_c² + σ_e²/S).
 Hence σ̂_e² = S(V₁ − V_S)/(S − 1), σ̂_c² = (S·V_S − V₁)/(S − 1), σ̂_u² = s² − σ̂_e² (each
 clamped at 0) and Var(d̄) ≈ s²/S + σ̂_c²: the seed spread already holds the per-seed test
-noise, so only the shared part is added. The interval d̄ ± h is the generalised pivotal one for
-s² with S − 1 degrees of freedom and σ̂_c² taken as known (R >= 200): h solves
-P(|Z|·√(s²(S − 1)/(S·χ²_{S−1}) + σ̂_c²) <= h) = level; the t interval when σ̂_c² = 0, the
-normal one when s² = 0 (a plug-in Satterthwaite t covers 91–93% at S = 3 in the tests'
-simulations, this 95–96%). With one seed σ_u² is unknown: the interval is the test-set one.
-When s² falls below its 2.5% quantile under the per-seed test noise alone (s² < σ̂_e²·χ²_{S−1,
-0.025}/(S − 1)), as when two seeds whose accuracies move in coarse steps agree exactly, the
-interval is widened to at least the test-set interval of d̄ (variance V_S).
+noise. The interval d̄ ± h is the generalised pivotal one for s² with S − 1 degrees of freedom
+and σ̂_c² taken as known (R >= 200): h solves P(|Z|·√(s²(S − 1)/(S·χ²_{S−1}) + σ̂_c²) <= h) =
+level; the t interval when σ̂_c² = 0, the normal one when s² = 0 (a plug-in Satterthwaite t
+covers 91–93% at S = 3 in the tests' simulations, this 95–96%). One seed: the test-set
+interval. A spread below its 2.5% quantile under the test noise alone (s² < σ̂_e²·χ²_{S−1,0.025}
+/(S − 1)), as when two seeds with coarse accuracies agree exactly, keeps at least the test-set
+interval of d̄ (variance V_S).
 
 Taught in: notebooks/05_margin_ablation.ipynb
 """
@@ -40,10 +36,8 @@ __all__ = ["Comparison", "allpairs_tpr_boot", "compare_paired", "grouped_mean_bo
 
 @dataclass(frozen=True)
 class Comparison:
-    """A − B over paired seeds: the mean, its interval, the verdict and the variance parts.
-
-    ``var_*``: clamped estimates of σ_u², σ_c², σ_e² (NaN with one seed); ``variance``: s²/S + σ̂_c²
-    (V₁ with one seed), the estimate of Var(d̄)."""
+    """A − B over paired seeds: the mean, its interval, the verdict and the variance parts
+    (``var_*``: clamped σ̂_u², σ̂_c², σ̂_e², NaN with one seed; ``variance``: the Var(d̄) used)."""
 
     mean: float
     low: float
@@ -75,8 +69,8 @@ class Comparison:
         return float(optimize.brentq(lambda v: stats.t.ppf(p, v) - q, 1e-3, 1e9, xtol=1e-6))
 
     def sentence(self) -> str:
-        """The line a notebook prints, e.g. ``ArcFace − NormFace: +1.3 points (95% interval
-        ±0.8, 5 paired seeds): ArcFace better``."""
+        """The line a notebook prints: ``A − B: +1.3 points (95% interval ±0.8, 5 paired
+        seeds): A better``."""
         d, seeds = self.decimals, f"{self.n_seeds} paired seed" + "s" * (self.n_seeds != 1)
         return (f"{self.name_a} − {self.name_b}: {self.mean:+.{d}f} {self.unit} "
                 f"({self.level:.0%} interval ±{self.half_width:.{d}f}, {seeds}): {self.verdict}")
@@ -174,10 +168,8 @@ def compare_paired(a, b, a_boot, b_boot, *, name_a: str = "A", name_b: str = "B"
         variance = spread / n_seeds + var_shared
         half = float(_half_widths(spread / n_seeds, var_shared, n_seeds, level)[0])
         if spread < var_per_seed * stats.chi2.ppf(0.025, n_seeds - 1) / (n_seeds - 1):
-            # seeds that agree by chance (coarse metrics): a spread below its 2.5% quantile
-            # under the test noise alone; keep at least the test-set interval of d̄ (V_S)
-            variance = max(variance, vs)
-            half = max(half, float(_half_widths(0.0, vs, 1, level)[0]))
+            # seeds agreeing by chance: keep at least the test-set interval of d̄ (see above)
+            variance, half = max(variance, vs), max(half, float(_half_widths(0, vs, 1, level)[0]))
     mean = float(d.mean())
     digits = int(decimals) if decimals is not None else 1 if half == 0 else max(
         0, 1 - math.floor(math.log10(half)))
