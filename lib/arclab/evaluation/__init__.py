@@ -5,6 +5,8 @@
 - :mod:`~arclab.evaluation.verification`: LFW-style 10-fold accuracy, template/video
   aggregation and IJB-style TAR@FAR over a pair list;
 - :mod:`~arclab.evaluation.fileformat`: the challenge's binary feature files;
+- :mod:`~arclab.evaluation.ijb` and :mod:`~arclab.evaluation.ijb_layout`: IJB-B/C 1:1
+  template verification from insightface's ``eval_ijbc.py`` layout;
 - :mod:`~arclab.evaluation.challenge`: scoring a submitted file as the organisers do, and
   the paper's TPR-at-FPR tables;
 - :mod:`~arclab.evaluation.counts`: how many pairs an all-pairs protocol has;
@@ -25,6 +27,8 @@ from arclab.evaluation._tiles import all_pair_scores
 from arclab.evaluation.allpairs import DEFAULT_BINS, roc_curve_allpairs, tpr_at_fpr
 from arclab.evaluation.challenge import ci_above, score_submission, tpr_rows
 from arclab.evaluation.fileformat import read_features, write_features
+from arclab.evaluation.ijb import IJB_FARS, ijb_embed, ijb_template_features, ijb_verification
+from arclab.evaluation.ijb_layout import IJBCrops, IJBSet, read_ijb
 from arclab.evaluation.paired import (
     Comparison,
     allpairs_tpr_boot,
@@ -42,15 +46,22 @@ from arclab.evaluation.verification import (
 
 __all__ = [
     "DEFAULT_BINS",
+    "IJB_FARS",
     "Comparison",
+    "IJBCrops",
+    "IJBSet",
     "all_pair_scores",
     "allpairs_tpr_boot",
     "ci_above",
     "compare_paired",
     "grouped_mean_boot",
     "identity_resamples",
+    "ijb_embed",
+    "ijb_template_features",
+    "ijb_verification",
     "predict_half_width",
     "read_features",
+    "read_ijb",
     "roc_curve_allpairs",
     "scale_to_resolve",
     "score_submission",
