@@ -8,12 +8,12 @@ function, that the exception types raised here are exactly the ones its docstrin
 
 from __future__ import annotations
 
-import re
 import types
 
 import numpy as np
 import pytest
 import torch
+from documented_raises import documented, ident
 
 from arclab.data import align, cache
 from arclab.data.params import SynthConfig
@@ -194,17 +194,7 @@ def _saved(folder, state):
     return path
 
 
-def documented(obj) -> set[str]:
-    """Exception names listed in the ``Raises:`` section of ``obj``'s docstring."""
-    doc = obj.__doc__ or ""
-    match = re.search(r"^\s*Raises:\n(.*?)(?:^\s*(?:Example|Examples|Returns|Taught in)\b|\Z)",
-                      doc, re.S | re.M)
-    return set(re.findall(r"^\s{4,}(\w+(?:Error|Warning)):", match.group(1), re.M)) \
-        if match else set()
-
-
-def _id(obj) -> str:
-    return f"{obj.__module__.rsplit('.', 1)[-1]}.{obj.__qualname__}"
+_id = ident
 
 
 BY_FUNCTION: dict = {}

@@ -210,6 +210,7 @@ def write_bin(path: str | os.PathLike, images: np.ndarray | Sequence[np.ndarray]
 
     Raises:
         ValueError: images that are not uint8 (H, W, 3) or not 2 per pair.
+        OSError: the file cannot be written (a missing folder; the error names the file).
 
     Example:
         >>> import tempfile

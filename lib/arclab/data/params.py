@@ -47,6 +47,10 @@ class SynthConfig:
 
     ``identity_spread`` scales how far identities lie from the mean face (0: one face for all);
     ``nuisance`` scales every per-image variation at once.
+
+    Raises:
+        ValueError: a knob not a finite number >= 0 (the message names it), seed not an
+            integer >= 0, jpeg_rate or occlusion_rate above 1.
     """
 
     seed: int = 0
@@ -70,9 +74,10 @@ class SynthConfig:
         for key, value in asdict(self).items():
             if key in ("seed", "background"):
                 continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         for key in ("jpeg_rate", "occlusion_rate"):
             if getattr(self, key) > 1:
@@ -100,6 +105,9 @@ def _identity_z(seed: int, identity: int) -> np.ndarray:
 
 def identity_params(cfg: SynthConfig, identities) -> dict[str, Tensor]:
     """Shape and appearance of each identity, {name: (B,) float32}, from (cfg.seed, identity).
+
+    Raises:
+        ValueError: identities not a 1-D array of integers >= 0.
 
     Example:
         >>> p = identity_params(SynthConfig(), [0, 1, 0])
@@ -135,7 +143,8 @@ def nuisance_params(cfg: SynthConfig, identities, indices, **overrides) -> dict[
     ``yaw=torch.full((B,), 70.)`` or a float.
 
     Raises:
-        ValueError: identities and indices differ in length, or an unknown override.
+        ValueError: identities or indices not 1-D arrays of integers >= 0 or of different
+            lengths, or an unknown override.
     """
     ids, idx = _check_ids(identities, "identities"), _check_ids(indices, "indices")
     if len(ids) != len(idx):

@@ -11,6 +11,8 @@ Taught in: notebooks/03_synthfaces.ipynb
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import replace
 
 import numpy as np
@@ -55,6 +57,10 @@ def identity_items(identities, n_per_identity: int, first_index: int = 0) -> dic
     images ``first_index`` .. ``first_index + n_per_identity − 1``; a large ``first_index``
     gives images of training identities that no training set here contains.
 
+    Raises:
+        ValueError: identities not a non-empty 1-D list of integers >= 0; n_per_identity not
+            an integer >= 1; first_index not an integer >= 0.
+
     Example:
         >>> identity_items([3, 7], 2, first_index=100)["index"].tolist()
         [100, 101, 100, 101]
@@ -69,6 +75,9 @@ def identity_items(identities, n_per_identity: int, first_index: int = 0) -> dic
 
 def training_set(cfg: SynthConfig, n_identities: int, n_per_identity: int) -> dict:
     """N identities × M images; ``label`` equals ``identity`` (0 .. N−1).
+
+    Raises:
+        ValueError: n_identities or n_per_identity not an integer >= 1.
 
     Example:
         >>> t = training_set(SynthConfig(), 3, 2)
@@ -97,6 +106,10 @@ def verification_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int =
     """Pairs of evaluation identities under ``cfg`` as it is: half positive in every fold.
 
     Returns {"config", "left", "right" (items), "issame" (P,) bool, "fold" (P,) int}.
+
+    Raises:
+        ValueError: n_identities not an integer >= 2; n_folds not an integer >= 1; n_pairs
+            not an integer >= 2·n_folds.
     """
     n_ids = _positive("n_identities", n_identities, 2)
     folds = _positive("n_folds", n_folds)
@@ -112,7 +125,12 @@ def verification_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int =
 def lfw_pairs(cfg: SynthConfig, n_identities: int = 500, pairs_per_fold: int = 600,
               n_folds: int = 10) -> dict:
     """LFW-like 10-fold pairs: mostly frontal (yaw spread × 0.4, pitch × 0.5), half positive
-    per fold."""
+    per fold.
+
+    Raises:
+        ValueError: pairs_per_fold not an integer >= 2; the other counts as
+            :func:`verification_pairs`.
+    """
     frontal = replace(cfg, yaw_deg=cfg.yaw_deg * 0.4, pitch_deg=cfg.pitch_deg * 0.5)
     per = _positive("pairs_per_fold", pairs_per_fold, 2)
     return verification_pairs(frontal, n_identities, per * n_folds, n_folds)
@@ -121,10 +139,20 @@ def lfw_pairs(cfg: SynthConfig, n_identities: int = 500, pairs_per_fold: int = 6
 def cfp_fp_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
                  profile_yaw_deg: tuple[float, float] = (55.0, 80.0)) -> dict:
     """CFP-FP-like pairs: a frontal image (|yaw| ≤ 5°) against a profile (|yaw| in
-    ``profile_yaw_deg``, either side), 10 folds."""
+    ``profile_yaw_deg``, either side), 10 folds.
+
+    Raises:
+        ValueError: n_identities not an integer >= 2; n_pairs not an integer >= 20;
+            profile_yaw_deg not two finite numbers low <= high.
+    """
     n_ids, n = _positive("n_identities", n_identities, 2), _positive("n_pairs", n_pairs, 20)
     rng = np.random.default_rng([cfg.seed, 12])
     a, b, same = _pairs(rng, n_ids, n, EVAL_OFFSET)
+    if len(profile_yaw_deg) != 2 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            for v in profile_yaw_deg) or profile_yaw_deg[0] > profile_yaw_deg[1]:
+        raise ValueError(f"profile_yaw_deg must be (low, high) finite degrees with low <= "
+                         f"high, got {profile_yaw_deg!r}")
     lo, hi = profile_yaw_deg
     profile = rng.uniform(lo, hi, n) * rng.choice([-1.0, 1.0], n)
     return {"config": cfg, "issame": same, "fold": contiguous_folds(n),
@@ -135,9 +163,15 @@ def cfp_fp_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
 def agedb_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
                 min_gap: float = 0.5) -> dict:
     """AgeDB-like pairs with a large age gap: ages (0 young .. 1 old) at least ``min_gap``
-    apart, 10 folds."""
+    apart, 10 folds.
+
+    Raises:
+        ValueError: n_identities not an integer >= 2; n_pairs not an integer >= 20; min_gap
+            not a number in (0, 1).
+    """
     n_ids, n = _positive("n_identities", n_identities, 2), _positive("n_pairs", n_pairs, 20)
-    if not 0 < min_gap < 1:
+    if isinstance(min_gap, bool) or not isinstance(min_gap, numbers.Real) \
+            or not 0 < min_gap < 1:
         raise ValueError(f"min_gap must be in (0, 1), got {min_gap!r}")
     rng = np.random.default_rng([cfg.seed, 13])
     a, b, same = _pairs(rng, n_ids, n, EVAL_OFFSET)
@@ -152,6 +186,9 @@ def agedb_pairs(cfg: SynthConfig, n_identities: int = 500, n_pairs: int = 1000,
 
 def all_pairs_set(cfg: SynthConfig, n_identities: int, n_per_identity: int) -> dict:
     """An all-pairs 1:1 test set of evaluation identities: every unordered pair is scored.
+
+    Raises:
+        ValueError: n_identities not an integer >= 2; n_per_identity not an integer >= 1.
 
     Example:
         >>> s = all_pairs_set(SynthConfig(), 4, 3)
@@ -171,7 +208,12 @@ def video_tracks(cfg: SynthConfig, n_tracks: int, n_frames: int,
                  n_identities: int | None = None) -> dict:
     """Video tracks: one evaluation identity per track (drawn from ``n_identities``, default
     10 × n_tracks, so most identities have one track), yaw sweeping smoothly over a random
-    arc, blur rising and falling (per-frame quality), ``track`` (N,) says which track."""
+    arc, blur rising and falling (per-frame quality), ``track`` (N,) says which track.
+
+    Raises:
+        ValueError: n_tracks or n_identities not an integer >= 1; n_frames not an
+            integer >= 2.
+    """
     t, f = _positive("n_tracks", n_tracks), _positive("n_frames", n_frames, 2)
     pool = 10 * t if n_identities is None else _positive("n_identities", n_identities)
     rng = np.random.default_rng([cfg.seed, 14])
@@ -194,6 +236,11 @@ def inject_label_noise(labels, *, closed_rate: float = 0.0, open_rate: float = 0
     set (``OUTLIER_OFFSET`` + k). Returns {"label": noisy labels, "identity": whose face each
     image shows, "noise": 0 clean, 1 closed-set flip, 2 open-set outlier}.
 
+    Raises:
+        ValueError: labels not a non-empty 1-D array of integers >= 0; a rate not a number in
+            [0, 1], or the two summing above 1; n_classes not an integer (>= 2 for
+            closed-set flips).
+
     Example:
         >>> out = inject_label_noise(np.repeat(np.arange(10), 10), closed_rate=0.1,
         ...                          open_rate=0.2)
@@ -204,11 +251,12 @@ def inject_label_noise(labels, *, closed_rate: float = 0.0, open_rate: float = 0
     if labels.ndim != 1 or labels.size == 0 or labels.min() < 0:
         raise ValueError("labels must be a non-empty 1-D array of non-negative integers")
     for name, rate in (("closed_rate", closed_rate), ("open_rate", open_rate)):
-        if not 0 <= rate <= 1:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {rate!r}")
     if closed_rate + open_rate > 1:
         raise ValueError(f"closed_rate + open_rate must be <= 1, got {closed_rate + open_rate}")
-    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    n_classes = int(labels.max()) + 1 if n_classes is None else _positive("n_classes",
+                                                                          n_classes)
     if n_classes < 2 and closed_rate > 0:
         raise ValueError("n_classes must be >= 2 for closed-set flips")
     rng = np.random.default_rng([seed, 21])
@@ -231,6 +279,9 @@ def noisy_training_set(cfg: SynthConfig, n_identities: int, n_per_identity: int,
     is the noisy training label; also ``clean_label`` (the label before corruption) and
     ``noise`` (0 clean, 1 closed-set flip, 2 open-set outlier).
 
+    Raises:
+        ValueError: as :func:`training_set` and :func:`inject_label_noise`.
+
     Example:
         >>> t = noisy_training_set(SynthConfig(), 10, 10, closed_rate=0.1, open_rate=0.2)
         >>> np.bincount(t["noise"]).tolist(), int((t["label"] != t["clean_label"]).sum())
@@ -252,7 +303,9 @@ def make_protocol(name: str, cfg: SynthConfig, **kwargs) -> dict:
     """A verification protocol by name: ``lfw``, ``cfp_fp`` or ``agedb``.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones).
+        ValueError: unknown name (the message lists the valid ones); keyword arguments the
+            protocol's function refuses (as :func:`lfw_pairs`, :func:`cfp_fp_pairs`,
+            :func:`agedb_pairs`).
     """
     if name not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {name!r}")

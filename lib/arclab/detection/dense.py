@@ -33,7 +33,11 @@ DENSE_PARAMS: dict[str, tuple[float, float]] = {
 
 
 def decode_dense(raw: Tensor) -> dict[str, Tensor]:
-    """(F, len(DENSE_PARAMS)) head outputs -> {parameter: (F,)} in the renderer's units."""
+    """(F, len(DENSE_PARAMS)) head outputs -> {parameter: (F,)} in the renderer's units.
+
+    Raises:
+        ValueError: raw not (F, len(DENSE_PARAMS)).
+    """
     if raw.ndim != 2 or raw.shape[1] != len(DENSE_PARAMS):
         raise ValueError(f"raw must be (F, {len(DENSE_PARAMS)}), got {tuple(raw.shape)}")
     return {k: off + scale * raw[:, i] for i, (k, (off, scale)) in enumerate(DENSE_PARAMS.items())}
@@ -41,7 +45,11 @@ def decode_dense(raw: Tensor) -> dict[str, Tensor]:
 
 def render_dense(raw: Tensor, size: int = 24) -> tuple[Tensor, Tensor]:
     """Render the mean face with the decoded parameters so that its face box fills the
-    size × size crop: images (F, 3, size, size) in [0, 1] and coverage (F, size, size)."""
+    size × size crop: images (F, 3, size, size) in [0, 1] and coverage (F, size, size).
+
+    Raises:
+        ValueError: raw not (F, len(DENSE_PARAMS)).
+    """
     f = raw.shape[0]
     params = decode_dense(raw)
     ident = {k: torch.full((f,), mean) for k, (mean, _) in IDENTITY_MEAN_SPREAD.items()}
@@ -70,6 +78,9 @@ def pixel_loss(raw: Tensor, images: Tensor, boxes: Tensor, batch_index: Tensor, 
         batch_index: (F,) int64, the image of each face.
 
     Returns: a scalar; 0 (with a gradient of zeros) when F = 0.
+
+    Raises:
+        ValueError: raw not (F, len(DENSE_PARAMS)).
     """
     if raw.shape[0] == 0:
         return raw.sum() * 0.0

@@ -47,6 +47,10 @@ class DetectorConfig:
 
     ``steps`` are optimizer steps of ``batch_size`` scenes; the learning rate warms up
     linearly over ``warmup_steps`` and drops ×0.1 at each fraction of ``milestones``.
+
+    Raises:
+        ValueError: an unknown backbone, context or recipe; a count or step size out of
+            range or of the wrong type (the message names the field).
     """
 
     backbone: str = "mobilenet0.25"   # mobilenet0.25 | resnet50

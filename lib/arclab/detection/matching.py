@@ -102,6 +102,9 @@ def hard_negatives(cls_loss: Tensor, labels: Tensor, ratio: int) -> Tensor:
     Returns: (B, P) bool, True for the kept negatives. Unlike the port (no negatives at all
     for an image without faces), an image without positives keeps ``ratio`` negatives, so
     face-free images still teach the background. Ties go to the lower prior index.
+
+    Raises:
+        ValueError: ratio not a positive integer.
     """
     if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
         raise ValueError(f"ratio must be a positive integer, got {ratio!r}")

@@ -100,7 +100,12 @@ def precision_recall(detections: list, ground_truth: list, difficulty: list, *,
                      subset: str = "hard", iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """The PR curve of one subset under the WIDER rules (see the module docstring): recall
     and precision after each distinct score, in descending score; empty arrays when nothing
-    counts. Raises ValueError for a subset without faces."""
+    counts.
+
+    Raises:
+        ValueError: a subset without faces or not in :data:`SUBSETS`; per-image lists of
+            different lengths or detections not (D, 5).
+    """
     s, k, _, n_faces = _pooled(detections, ground_truth, difficulty, subset, iou)
     if n_faces.sum() == 0:
         raise ValueError(f"subset {subset!r} has no faces")
@@ -162,6 +167,10 @@ def average_precision(detections: list, ground_truth: list, difficulty: list, *,
         iou: the IoU a detection needs to find a face.
 
     Returns: {subset: AP in [0, 1]}; a subset without faces gets NaN.
+
+    Raises:
+        ValueError: per-image lists of different lengths, detections not (D, 5), a subset
+            not in :data:`SUBSETS`.
     """
     _check(detections, ground_truth, difficulty)
     out = {}
@@ -180,7 +189,11 @@ def ap_iou_sweep(detections: list, ground_truth: list, difficulty: list | None =
     """Continuous AP of ``subset`` (:func:`average_precision`) averaged over IoU thresholds
     0.50, 0.55, …, 0.95: the RetinaFace slides' "mAP" column, measured our way. Not
     pycocotools' AP@[.5:.95], which interpolates at 101 recall points, keeps at most 100
-    detections per image and has area ranges and crowd regions."""
+    detections per image and has area ranges and crowd regions.
+
+    Raises:
+        ValueError: as :func:`average_precision`.
+    """
     difficulty = difficulty if difficulty is not None else [
         np.zeros(len(np.asarray(g).reshape(-1, 4)), dtype=np.int64) for g in ground_truth]
     values = [average_precision(detections, ground_truth, difficulty, iou=t,
@@ -213,6 +226,10 @@ def landmark_nme(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray) -> float:
     """Mean over faces and the 5 points of ‖p − g‖ / √(w·h) of the face's box.
 
     Shapes: pred, gt (F, 5, 2); boxes (F, 4) x1, y1, x2, y2 (same units).
+
+    Raises:
+        ValueError: pred, gt not (F, 5, 2) or boxes not (F, 4); no face, or a box without
+            positive width and height.
 
     Example:
         >>> g = np.zeros((1, 5, 2)); b = np.array([[0, 0, 10, 40]])

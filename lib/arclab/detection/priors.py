@@ -62,6 +62,10 @@ def _size(image_size: tuple[int, int]) -> tuple[int, int]:
 def priors_per_level(image_size: tuple[int, int], config: str | dict = "port") -> list[int]:
     """Number of priors on each level: ⌈H/stride⌉ · ⌈W/stride⌉ · anchors per cell.
 
+    Raises:
+        ValueError: image_size not (height, width) positive integers; a config
+            :func:`resolve_prior_config` refuses.
+
     Example:
         >>> priors_per_level((640, 640))
         [12800, 3200, 800]
@@ -75,6 +79,10 @@ def priors_per_level(image_size: tuple[int, int], config: str | dict = "port") -
 def priors(image_size: tuple[int, int], config: str | dict = "port", *,
            clip: bool = False) -> Tensor:
     """Priors (P, 4) float32 as (cx, cy, w, h), normalised by the image width and height.
+
+    Raises:
+        ValueError: image_size not (height, width) positive integers; a config
+            :func:`resolve_prior_config` refuses.
 
     Example:
         >>> p = priors((640, 640))

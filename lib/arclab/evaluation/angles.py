@@ -35,7 +35,11 @@ def _deg(cos: Tensor) -> Tensor:
 
 def class_centres(features: Tensor | np.ndarray, labels) -> tuple[Tensor, Tensor]:
     """(classes (K,) ascending, centres (K, D)): the normalised mean of each class's
-    normalised features, in float64."""
+    normalised features, in float64.
+
+    Raises:
+        ValueError: features not (N, D) or labels not (N,).
+    """
     x = _unit(torch.as_tensor(np.asarray(features), dtype=torch.float64))
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     if x.ndim != 2 or y.shape != (len(x),):
@@ -58,6 +62,10 @@ def angle_statistics(features: Tensor | np.ndarray, labels, *,
 
     ``weight`` rows are indexed by label: row j is class j, so labels must lie in
     [0, len(weight)). Needs at least two classes.
+
+    Raises:
+        ValueError: as :func:`class_centres`; labels naming fewer than two classes, or (given
+            ``weight``) outside [0, len(weight)).
 
     Example:
         >>> f = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.0, 1.0]])

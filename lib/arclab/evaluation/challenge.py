@@ -41,7 +41,10 @@ def score_submission(path: str | os.PathLike, labels: np.ndarray | Tensor,
         "threshold", "n_pos", "n_neg", ...}}.
 
     Raises:
-        ValueError: the file's rows differ from len(labels), or its columns exceed max_dim.
+        ValueError: labels not 1-D; the file's rows differ from len(labels), or its columns
+            exceed max_dim; a file :func:`~arclab.evaluation.read_features` refuses; fprs,
+            mask or rule as :func:`~arclab.evaluation.tpr_at_fpr` refuses them.
+        OSError: the file cannot be opened (as :func:`~arclab.evaluation.read_features`).
     """
     feats = read_features(path)
     labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)

@@ -7,6 +7,7 @@ Taught in: notebooks/08_trillion_pairs.ipynb
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -21,6 +22,10 @@ def pair_counts(images_per_identity, *, n_distractors: int = 0,
     labelled images, plus labelled × distractor pairs, plus (only if ``distractor_pairs``)
     the C(n_distractors, 2) pairs between distractors, which carry no labels and which the
     challenge's mask matrix leaves out. Python integers: exact at any size.
+
+    Raises:
+        ValueError: images_per_identity not a non-empty 1-D list of integers >= 1;
+            n_distractors not an integer >= 0.
 
     Example:
         >>> pair_counts([3, 2])  # 3 + 1 positives, 10 pairs in all
@@ -47,10 +52,14 @@ def images_for_pairs(n_pairs: int) -> float:
     """The N whose all-pairs count N(N − 1)/2 equals ``n_pairs`` (real-valued: an integer
     answer means the pairs are exactly all pairs of N images).
 
+    Raises:
+        ValueError: n_pairs not a finite number >= 0.
+
     Example:
         >>> images_for_pairs(10), round(images_for_pairs(11), 3)
         (5.0, 5.217)
     """
-    if n_pairs < 0:
-        raise ValueError(f"n_pairs must be >= 0, got {n_pairs!r}")
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, numbers.Real) \
+            or not 0 <= n_pairs < math.inf:
+        raise ValueError(f"n_pairs must be a finite number >= 0, got {n_pairs!r}")
     return (1 + math.sqrt(1 + 8 * n_pairs)) / 2

@@ -40,6 +40,7 @@ def write_features(path: str | os.PathLike, features: np.ndarray | Tensor) -> No
 
     Raises:
         ValueError: features empty, not 1-D or 2-D, not real, or not finite.
+        OSError: the file cannot be written (its folder is missing or not a folder).
 
     Example:
         >>> import tempfile, pathlib
@@ -85,6 +86,7 @@ def read_features(path: str | os.PathLike) -> np.ndarray:
         ValueError: the file is shorter than the header; rows or columns are not positive;
             the element size is not 4 or the type code not 5; rows·columns·4 differs from the
             bytes after the header (truncated or padded file); a value is NaN or inf.
+        OSError: the file cannot be opened (missing, unreadable; the error names it).
 
     Example:
         >>> import tempfile, pathlib

@@ -34,12 +34,15 @@ def fit_pixel_pca(images: np.ndarray, dim: int = 64, *, size: int = 32) -> dict:
     """PCA of images (N, H, W, 3) uint8 downsampled to ``size``×``size``: keeps ``dim``
     components. Returns {"mean": (P,), "components": (dim, P), "size": size}.
 
+    Raises:
+        ValueError: images not (N, H, W, 3); dim not an integer in [1, min(N, pixels)].
+
     Example:
         >>> imgs = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
         >>> fit_pixel_pca(imgs, 5, size=8)["components"].shape
         torch.Size([5, 192])
     """
-    if not isinstance(dim, int) or dim < 1:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     x = _pixels(images, size).double()
     if dim > min(x.shape):
@@ -50,7 +53,13 @@ def fit_pixel_pca(images: np.ndarray, dim: int = 64, *, size: int = 32) -> dict:
 
 
 def pixel_pca_embed(images: np.ndarray, model: dict, batch_size: int = 2048) -> torch.Tensor:
-    """Project images (N, H, W, 3) uint8 on the PCA components: (N, dim) float32."""
+    """Project images (N, H, W, 3) uint8 on the PCA components: (N, dim) float32.
+
+    Raises:
+        ValueError: images not (N, H, W, 3).
+    """
+    if getattr(images, "ndim", 0) != 4:
+        raise ValueError(f"images must be (N, H, W, 3), got {getattr(images, 'shape', None)}")
     out = [(_pixels(images[s:s + batch_size], model["size"]) - model["mean"])
            @ model["components"].T for s in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, len(model["components"]))
@@ -74,7 +83,13 @@ def clean_config(seed: int = 0) -> SynthConfig:
 
 
 def pair_accuracy(model: dict, left: np.ndarray, right: np.ndarray, issame) -> dict:
-    """10-fold verification accuracy of the pixel-PCA baseline on image pairs (LFW rule)."""
+    """10-fold verification accuracy of the pixel-PCA baseline on image pairs (LFW rule).
+
+    Raises:
+        ValueError: left or right not (N, H, W, 3); as
+            :func:`~arclab.evaluation.verification_accuracy_10fold` (fewer than 10 pairs,
+            issame not (P,) booleans).
+    """
     return verification_accuracy_10fold(pixel_pca_embed(left, model),
                                         pixel_pca_embed(right, model), np.asarray(issame))
 
@@ -82,7 +97,11 @@ def pair_accuracy(model: dict, left: np.ndarray, right: np.ndarray, issame) -> d
 def difficulty_sweep(model: dict, knob: str, levels=None, *, seed: int = 0,
                      n_identities: int = 300, n_pairs: int = 600, size: int = 112,
                      directory=None) -> list[float]:
-    """Baseline accuracy as one nuisance knob rises from off, all other nuisances off."""
+    """Baseline accuracy as one nuisance knob rises from off, all other nuisances off.
+
+    Raises:
+        ValueError: knob not one of :data:`NUISANCE_SWEEPS`.
+    """
     if knob not in NUISANCE_SWEEPS:
         raise ValueError(f"knob must be one of {sorted(NUISANCE_SWEEPS)}, got {knob!r}")
     accuracies = []

@@ -19,6 +19,8 @@ Taught in: notebooks/09_lightweight_challenge.ipynb
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,16 +62,21 @@ def feature_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 def teacher_head_weight(head_state: dict, head: nn.Module) -> Tensor:
     """The teacher's classifier weight, checked to fit ``head`` (the student's): same shape
-    (classes × sub-centers, D). Raises ValueError naming both shapes otherwise."""
-    if "weight" not in head_state:
-        raise ValueError("the teacher's head has no 'weight' (a softmax or triplet teacher has "
-                         "no cosine classifier to copy)")
+    (classes × sub-centers, D).
+
+    Raises:
+        ValueError: ``head_state`` is not a mapping with a ``weight`` tensor of the student's
+            shape (the message names both shapes), or that weight is not finite.
+    """
+    if not isinstance(head_state, Mapping) or "weight" not in head_state:
+        raise ValueError("head_state has no 'weight': the teacher's head is not a cosine "
+                         "classifier to copy (a softmax or triplet teacher has none)")
     w = head_state["weight"]
     if not isinstance(w, Tensor) or tuple(w.shape) != tuple(head.weight.shape):
         shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
         raise ValueError(f"the teacher's classifier is {shape}, the student's "
                          f"{tuple(head.weight.shape)}: copy_head needs the same classes and "
-                         "embedding size")
+                         "embedding size (head_state does not fit head)")
     if not torch.isfinite(w).all():
-        raise ValueError("the teacher's classifier weight is not finite")
+        raise ValueError("head_state['weight'] (the teacher's classifier) is not finite")
     return w.detach().clone()

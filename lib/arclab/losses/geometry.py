@@ -7,6 +7,8 @@ Taught in: notebooks/02_margin_zoo.ipynb
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -26,6 +28,10 @@ def decision_boundary_deg(theta1_deg: Tensor, *, m1: float = 1.0, m2: float = 0.
 
     Shapes: any -> same. Units: degrees in and out (m2 in radians).
 
+    Raises:
+        ValueError: m1, m2, m3 not finite numbers, m1 <= 0, or an unknown overflow policy (as
+            :func:`~arclab.losses.margins.target_logit`).
+
     Example:
         >>> import math
         >>> decision_boundary_deg(torch.tensor([30.0]), m2=math.radians(20)).round()
@@ -41,6 +47,9 @@ def angular_margin_deg(theta1_deg: Tensor, **margin: float) -> Tensor:
 
     ArcFace's is the constant m2 (in degrees) until θ1 + m2 reaches 180°; CosFace's varies with
     θ1; SphereFace's, (m1 − 1)·θ1, vanishes at θ1 = 0.
+
+    Raises:
+        ValueError: a margin or overflow policy :func:`decision_boundary_deg` refuses.
     """
     return decision_boundary_deg(theta1_deg, **margin) - theta1_deg
 
@@ -54,6 +63,10 @@ def target_gradient(theta_deg: Tensor, *, m1: float = 1.0, m2: float = 0.0, m3: 
     no-margin gradient) whatever the margin.
 
     Shapes: (T,) -> (T,).
+
+    Raises:
+        ValueError: s, a margin, gradient or overflow that
+            :func:`~arclab.losses.margins.margin_logits` refuses.
     """
     theta_rad = torch.deg2rad(theta_deg.double()).requires_grad_()
     cosine = torch.cos(theta_rad)[:, None]
@@ -67,7 +80,11 @@ def target_gradient(theta_deg: Tensor, *, m1: float = 1.0, m2: float = 0.0, m3: 
 def angular_margin_table(presets: dict[str, Margin],
                          probe_deg: tuple[float, ...] = (10.0, 30.0, 60.0, 90.0)
                          ) -> dict[str, dict[str, float]]:
-    """{preset: {"θ1=10°": margin in degrees, ...}}: :func:`angular_margin_deg` at a few θ1."""
+    """{preset: {"θ1=10°": margin in degrees, ...}}: :func:`angular_margin_deg` at a few θ1.
+
+    Raises:
+        ValueError: a preset whose margins :func:`decision_boundary_deg` refuses.
+    """
     probe = torch.tensor(probe_deg, dtype=torch.float64)
     return {name: {f"θ1={t:g}°": v for t, v in zip(probe_deg, angular_margin_deg(
         probe, m1=m.m1, m2=m.m2, m3=m.m3).tolist())} for name, m in presets.items()}
@@ -77,7 +94,14 @@ def max_rise(presets: dict[str, Margin], *, points: int = 721,
              policies: tuple[str, ...] = ("raw", "easy", "monotonic")
              ) -> dict[str, dict[str, float]]:
     """Largest increase of target logit / s between neighbouring angles on a θ grid over
-    [0°, 180°] (0 when the curve never rises), per preset and overflow policy."""
-    cos = torch.cos(torch.deg2rad(torch.linspace(0, 180, points, dtype=torch.float64)))
+    [0°, 180°] (0 when the curve never rises), per preset and overflow policy.
+
+    Raises:
+        ValueError: points not an integer >= 2; an unknown policy, or a preset whose margins
+            :func:`~arclab.losses.margins.target_logit` refuses.
+    """
+    if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    cos = torch.cos(torch.deg2rad(torch.linspace(0, 180, int(points), dtype=torch.float64)))
     return {name: {p: target_logit(cos, m1=m.m1, m2=m.m2, m3=m.m3, overflow=p).diff().max()
                    .clamp(min=0).item() for p in policies} for name, m in presets.items()}

@@ -143,6 +143,9 @@ def drop_quality(dropped, noise) -> dict:
         "recall": share of all noisy samples dropped, "clean_kept": share of clean samples
         kept, "by_type": {name: {"n", "dropped", "recall"}} per code present}.
 
+    Raises:
+        ValueError: a bool ``dropped`` whose shape differs from ``noise``'s.
+
     Example:
         >>> q = drop_quality([True, True, False, False], [1, 0, 2, 0])
         >>> q["precision"], q["recall"], q["clean_kept"]
@@ -172,7 +175,11 @@ def drop_quality(dropped, noise) -> dict:
 def threshold_sweep(angles, noise, thresholds_deg) -> list[dict]:
     """For each threshold: the kept fraction, the clean share kept, and the noise removed,
     overall and per noise type (rows of :func:`drop_quality` plus ``threshold_deg`` and
-    ``kept_fraction``)."""
+    ``kept_fraction``).
+
+    Raises:
+        ValueError: ``noise`` not one code per angle (as :func:`drop_quality`).
+    """
     angles = np.asarray(angles, dtype=np.float64)
     rows = []
     for t in thresholds_deg:

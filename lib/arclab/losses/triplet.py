@@ -10,6 +10,9 @@ Taught in: notebooks/05_margin_ablation.ipynb
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,11 +20,21 @@ from torch import Tensor, nn
 __all__ = ["TripletLoss", "batch_hard_triplet_loss"]
 
 
+def _margin(margin: float) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not margin >= 0 \
+            or not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number >= 0 (not a bool), got {margin!r}")
+    return float(margin)
+
+
 def batch_hard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 0.2) -> Tensor:
     """Mean batch-hard triplet loss over the anchors that have a positive and a negative.
 
     Shapes: embeddings (N, D) (normalised here), labels (N,) int. Returns a scalar; 0 (with a
     gradient path) when no anchor has both.
+
+    Raises:
+        ValueError: embeddings not (N, D) or labels not (N,); margin not a finite number >= 0.
 
     Example:
         >>> e = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
@@ -33,8 +46,7 @@ def batch_hard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 
     if embeddings.ndim != 2 or labels.shape != (len(embeddings),):
         raise ValueError(f"embeddings must be (N, D) and labels (N,), got "
                          f"{tuple(embeddings.shape)} and {tuple(labels.shape)}")
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    margin = _margin(margin)
     x = F.normalize(embeddings, dim=1)
     d = (2 - 2 * (x @ x.T)).clamp_min(1e-12).sqrt()
     same = labels[:, None] == labels[None, :]
@@ -50,13 +62,16 @@ def batch_hard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 
 
 
 class TripletLoss(nn.Module):
-    """``forward(embeddings, labels)``: :func:`batch_hard_triplet_loss` with a fixed margin."""
+    """``forward(embeddings, labels)``: :func:`batch_hard_triplet_loss` with a fixed margin.
+
+    Raises:
+        ValueError: margin not a finite number >= 0; in ``forward``, as
+            :func:`batch_hard_triplet_loss`.
+    """
 
     def __init__(self, margin: float = 0.2) -> None:
         super().__init__()
-        if not margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {margin!r}")
-        self.margin = float(margin)
+        self.margin = _margin(margin)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return batch_hard_triplet_loss(embeddings, labels, self.margin)

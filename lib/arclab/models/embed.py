@@ -24,6 +24,9 @@ def extract_embeddings(model: nn.Module, loader: Iterable, *, flip: bool = True,
     model's device. With ``flip`` each embedding is model(x) + model(x mirrored left-right), the
     challenge's and ArcFace's flip test.
 
+    Raises:
+        ValueError: ``loader`` yields a batch that is not (B, C, H, W).
+
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
         >>> extract_embeddings(net, [torch.rand(3, 3, 2, 2)]).shape
@@ -55,6 +58,9 @@ def embed_images(model: nn.Module, images, *, batch_size: int = 256, flip: bool 
     SynthFaces and ``load_bin`` return them), scaled to [−1, 1] as in training, batched,
     with the flip test.
 
+    Raises:
+        ValueError: images not (N, H, W, 3); batch_size not an integer >= 1.
+
     Example:
         >>> import numpy as np
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
@@ -64,7 +70,7 @@ def embed_images(model: nn.Module, images, *, batch_size: int = 256, flip: bool 
     if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3) uint8, got shape "
                          f"{getattr(images, 'shape', None)}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
     def batches():

@@ -40,12 +40,16 @@ def count_flops(model: nn.Module, input_size: tuple[int, int, int] = (3, 112, 11
         the size the model has in fp32 whatever its dtype), "embedding_size": int,
         "fp32": bool (every floating parameter and buffer is float32)}.
 
+    Raises:
+        ValueError: input_size not three integers >= 1.
+
     Example:
         >>> counts = count_flops(nn.Conv2d(3, 8, 3, padding=1, bias=False), (3, 4, 4))
         >>> counts["flops"], counts["macs"]
         (6784, 3456)
     """
-    if len(input_size) != 3 or any(not isinstance(v, int) or v < 1 for v in input_size):
+    if len(input_size) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                   for v in input_size):
         raise ValueError(f"input_size must be (C, H, W) positive integers, got {input_size!r}")
     totals = {"flops": 0, "macs": 0}
 
@@ -83,6 +87,9 @@ def track_margins(counts: dict, *, convention: str = "flops") -> dict[str, dict[
     limit / value}} (≥ 1 fits; ``inf`` for a zero value). ``convention="macs"`` reads the
     compute from ``counts["macs"]`` instead, as a counter that calls MACs "FLOPs" would.
 
+    Raises:
+        ValueError: an unknown convention; counts missing a quantity or holding a negative one.
+
     Example:
         >>> track_margins({"flops": 5e8, "macs": 2.5e8, "size_mb": 40.0,
         ...                "embedding_size": 512})["light"]
@@ -112,6 +119,9 @@ def check_track(counts: dict, *, convention: str = "flops") -> dict[str, bool]:
     ``convention="macs"`` judges the MACs against the FLOPs limits: the mistake of a counter
     that reports MACs as FLOPs, which lets through models up to twice the limit.
 
+    Raises:
+        ValueError: as :func:`track_margins`.
+
     Example:
         >>> check_track({"flops": 9.3e8, "size_mb": 4.0, "embedding_size": 256})
         {'light': True, 'large': True}
@@ -128,6 +138,9 @@ def backbone_costs(names, input_size: int = 112) -> dict[str, dict]:
     """:func:`count_flops` and :func:`check_track` of each named backbone (built at its default
     embedding size) at ``input_size``×``input_size``: {name: {flops, macs, params, size_mb,
     embedding_size, light, large}}.
+
+    Raises:
+        ValueError: an unknown name or an input_size :func:`~arclab.models.get_model` refuses.
 
     Example:
         >>> backbone_costs(["mbf"], 112)["mbf"]["light"]

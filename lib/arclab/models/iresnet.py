@@ -90,8 +90,13 @@ class IResNet(nn.Module):
 
 
 def iresnet(layers: tuple[int, int, int, int], **kwargs) -> IResNet:
-    """An IR backbone with any blocks-per-stage; see :class:`IResNet` for keyword arguments."""
-    if len(layers) != 4 or any(not isinstance(n, int) or n < 1 for n in layers):
+    """An IR backbone with any blocks-per-stage; see :class:`IResNet` for keyword arguments.
+
+    Raises:
+        ValueError: layers not 4 integers >= 1.
+    """
+    if len(layers) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                               for n in layers):
         raise ValueError(f"layers must be 4 positive integers, got {layers!r}")
     return IResNet(tuple(layers), **kwargs)
 

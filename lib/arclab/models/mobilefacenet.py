@@ -98,8 +98,13 @@ class MobileFaceNet(nn.Module):
 
 
 def mobilefacenet(blocks: tuple[int, int, int, int] = (1, 4, 6, 2), **kwargs) -> MobileFaceNet:
-    """MobileFaceNet; ``mbf`` is blocks (1, 4, 6, 2), 512-d, scale 2."""
-    if len(blocks) != 4 or any(not isinstance(n, int) or n < 1 for n in blocks):
+    """MobileFaceNet; ``mbf`` is blocks (1, 4, 6, 2), 512-d, scale 2.
+
+    Raises:
+        ValueError: blocks not 4 integers >= 1.
+    """
+    if len(blocks) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                               for n in blocks):
         raise ValueError(f"blocks must be 4 positive integers, got {blocks!r}")
     return MobileFaceNet(tuple(blocks), **kwargs)
 

@@ -6,6 +6,8 @@ Taught in: notebooks/04_training_a_face_model.ipynb
 
 from __future__ import annotations
 
+import numbers
+
 from torch import nn
 
 from arclab.models.iresnet import IRESNET_LAYERS, iresnet
@@ -36,8 +38,8 @@ def get_model(name: str, *, embedding_size: int | None = None, input_size: int =
     112, 4×4 at 56 or 64 (``mnet_lfr``: 4×4 at 112, 2×2 at 56 or 64).
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones), input_size < 16,
-            embedding_size < 1, dropout outside [0, 1).
+        ValueError: unknown name (the message lists the valid ones), input_size not an
+            integer >= 16, embedding_size not an integer >= 1, dropout outside [0, 1).
 
     Example:
         >>> import torch
@@ -51,12 +53,16 @@ def get_model(name: str, *, embedding_size: int | None = None, input_size: int =
         raise ValueError(f"name must be one of {list(MODEL_NAMES)}, got {name!r}")
     if embedding_size is None:
         embedding_size = DEFAULT_EMBEDDING.get(name, 512)
-    if not isinstance(input_size, int) or input_size < 16:
+    if isinstance(input_size, bool) or not isinstance(input_size, numbers.Integral) \
+            or input_size < 16:
         raise ValueError(f"input_size must be an integer >= 16 pixels, got {input_size!r}")
-    if not isinstance(embedding_size, int) or embedding_size < 1:
+    if isinstance(embedding_size, bool) or not isinstance(embedding_size, numbers.Integral) \
+            or embedding_size < 1:
         raise ValueError(f"embedding_size must be a positive integer, got {embedding_size!r}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
+            or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    input_size, embedding_size, dropout = int(input_size), int(embedding_size), float(dropout)
     sizes = {"embedding_size": embedding_size, "input_size": input_size}
     if name in ("mbf", "y2"):
         return y2(**sizes) if name == "y2" else mobilefacenet(**sizes)

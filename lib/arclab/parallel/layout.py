@@ -11,6 +11,7 @@ Taught in: notebooks/07_sharded_fc.ipynb
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 from torch import Tensor
@@ -91,12 +92,24 @@ def init_weight(start: int, stop: int, embedding_size: int, *, subcenters: int =
     class c. Class c's rows come from a generator seeded by (seed, c // INIT_BLOCK), so the
     concatenated shards of any world size equal the world-size-1 weight.
 
+    Raises:
+        ValueError: start, stop not integers with 0 <= start <= stop; embedding_size or
+            subcenters not a positive integer; std not a finite number >= 0.
+
     Example:
         >>> w = init_weight(0, 5, 4, subcenters=2)
         >>> tuple(w.shape), torch.equal(w[6:], init_weight(3, 5, 4, subcenters=2))
         ((10, 4), True)
     """
-    k = subcenters
+    for name, value in (("start", start), ("stop", stop)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if stop < start:
+        raise ValueError(f"stop must be >= start ({start}), got {stop}")
+    positive_int("embedding_size", embedding_size)
+    k = positive_int("subcenters", subcenters)
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 <= std < math.inf:
+        raise ValueError(f"std must be a finite number >= 0, got {std!r}")
     out = torch.empty((stop - start) * k, embedding_size)
     for block in range(start // INIT_BLOCK, -(-stop // INIT_BLOCK)):
         gen = torch.Generator().manual_seed(seed_of(seed, block))
@@ -120,6 +133,10 @@ def fc_memory(num_classes: int, embedding_size: int, world_size: int = 1, *,
     - ``weight_grad`` = C_r·K·D·b for r = 1, else kept·K·(D·b + 8) (row-sparse: values and
       int64 row indices);
     - ``logits`` = ``logits_grad`` = N·kept·b; ``total`` their sum. b = bytes per element.
+
+    Raises:
+        ValueError: a size not a positive integer, fewer classes than ranks, sample_rate
+            outside (0, 1], dtype not a floating-point torch.dtype (naming the argument).
 
     Example (the slides: W of 1M classes at D = 512 in fp32 is 2 GB, 256 MB per GPU on 8):
         >>> fc_memory(1_000_000, 512)["weight"], fc_memory(1_000_000, 512, 8)["weight"]

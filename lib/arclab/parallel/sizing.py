@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from arclab.parallel.layout import fc_memory
+from arclab.parallel.layout import fc_memory, positive_int
 
 __all__ = ["measured_vs_model", "memory_table", "ranks_needed"]
 
@@ -31,6 +31,9 @@ def measured_vs_model(stats: dict[int, list[dict]], num_classes: int,
     Each row: world_size, sample_rate, classes, kept, the measured weight, weight_grad,
     momentum, logits, saved, logit_copies, peak_growth (None where unknown) and the model's
     ``model_<key>`` for weight, weight_grad, momentum, logits and total.
+
+    Raises:
+        ValueError: sizes or a sample rate :func:`fc_memory` refuses.
 
     Example:
         >>> mode = {"sample_rate": 1.0, "kept": 10, "weight_grad": 160, "logits": 80,
@@ -67,6 +70,9 @@ def memory_table(class_counts: Sequence[int], world_sizes: Sequence[int],
     ``batch_size`` is per rank, so the global batch is ``batch_size`` × W (the slides: 64 per
     GPU on 8 GPUs, 512 in all); features = global batch × D × bytes per element.
 
+    Raises:
+        ValueError: a grid value, size or dtype :func:`fc_memory` refuses.
+
     Example (the slides' row: 256 MB of W per GPU on 8, 1 MB of aggregated features):
         >>> row = memory_table([1_000_000], [8], [1.0])[0]
         >>> row["weight"], row["features"]
@@ -96,12 +102,21 @@ def ranks_needed(num_classes: int, embedding_size: int, device_bytes: int | floa
     falls towards that floor, and when the floor alone exceeds the device no world size fits
     (None). Counts the FC only (W, its gradient, momentum, logits), not the backbone.
 
+    Raises:
+        ValueError: device_bytes not a number > 0; max_world_size not a positive integer;
+            sizes, a sample rate or a dtype :func:`fc_memory` refuses.
+
     Example:
         >>> ranks_needed(1_000_000, 512, 2e9), ranks_needed(100_000_000, 512, 32e9)
         (5, None)
 
     Taught in: notebooks/07_sharded_fc.ipynb
     """
+    if isinstance(device_bytes, bool) or not isinstance(device_bytes, (int, float)) \
+            or not device_bytes > 0:
+        raise ValueError(f"device_bytes must be a number > 0, got {device_bytes!r}")
+    positive_int("max_world_size", max_world_size)
+    positive_int("num_classes", num_classes)
     for w in range(1, min(max_world_size, num_classes) + 1):
         m = fc_memory(num_classes, embedding_size, w, batch_size=batch_size,
                       sample_rate=sample_rate, dtype=dtype)

@@ -34,6 +34,10 @@ class TrainConfig:
     processes (:class:`arclab.parallel.ShardedMarginFC`, only the backbone is in DDP) and
     ``sample_rate < 1`` trains with Partial FC. Step counts (``warmup_steps``, ``checkpoint_every``,
     ``validate_every``) are optimizer steps; ``milestones`` are fractions of all steps.
+
+    Raises:
+        ValueError: any key ``__post_init__`` refuses (an unknown name or mode, a count, rate
+            or milestone out of range or of the wrong type), naming it.
     """
 
     backbone: str = "r18"
@@ -168,13 +172,25 @@ def load_config(source: dict | str | Path) -> TrainConfig:
     """A TrainConfig from a dict or a YAML file; unknown keys are refused by name.
 
     Raises:
-        ValueError: not a mapping, an unknown key, or a value :class:`TrainConfig` refuses.
+        ValueError: not a mapping, a YAML syntax error (with its line), an unknown key, or a
+            value :class:`TrainConfig` refuses.
+        OSError: ``source`` is a path that cannot be read (the error names it).
 
     Example:
         >>> load_config({"backbone": "mbf", "milestones": [0.4, 0.8]}).milestones
         (0.4, 0.8)
     """
-    data = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
+    if isinstance(source, dict):
+        data = source
+    else:
+        text = Path(source).read_text()
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"source {str(source)!r} is not valid YAML{where}: "
+                             f"{getattr(err, 'problem', None) or err}") from None
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"a training config must be a mapping of keys, got {type(data).__name__}")
     known = {f.name for f in fields(TrainConfig)}

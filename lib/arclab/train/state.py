@@ -115,7 +115,14 @@ def same_run(stored: dict | None, cfg: TrainConfig) -> bool:
 def check_teacher(teacher: dict | None, cfg: TrainConfig, sharded: bool, head: nn.Module,
                   dev: torch.device) -> dict | None:
     """Validate ``train``'s ``teacher`` argument; copy (and freeze) its head when asked;
-    return {"model": the frozen teacher on ``dev`` in eval mode, "weight"} or None."""
+    return {"model": the frozen teacher on ``dev`` in eval mode, "weight"} or None.
+
+    Raises:
+        ValueError: ``teacher`` not {"model": nn.Module, ...} with known keys; a sharded or
+            non-cosine student; ``teacher['weight']`` not a finite number >= 0; teacher
+            features of another size than the student's; a ``head`` that does not fit (as
+            :func:`~arclab.losses.distill.teacher_head_weight`).
+    """
     if teacher is None:
         return None
     unknown = sorted(set(teacher) - {"model", "weight", "copy_head", "head"})

@@ -81,7 +81,13 @@ def check_validation(validation: dict, data: dict | None = None) -> None:
 def build_validator(validation: dict, data: dict, size: int, *, batch_size: int = 256,
                     progress: bool = False) -> Callable[[nn.Module], dict[str, float]] | None:
     """``validate(model) -> {name: 10-fold accuracy}`` over the spec's validation sets
-    (rendered or read once, here), with the flip test; None if there are none."""
+    (rendered or read once, here), with the flip test; None if there are none.
+
+    Raises:
+        ValueError: a ``.bin`` that :func:`~arclab.data.formats.load_bin` refuses, or protocol
+            settings :func:`~arclab.data.splits.make_protocol` refuses (both are caught by
+            :func:`check_validation` first).
+    """
     if not validation:
         return None
     sets = {}
