@@ -75,8 +75,11 @@ def test_from_comparison_takes_the_intervals_side(shift, expect, outcome):
         assert claim.verdict == f"not resolved at this scale (±{h} points)"
         assert c.verdict.startswith(claim.verdict)  # the same words as Comparison.sentence
     assert f"{c.mean:+.{c.decimals}f}" in claim.ours
+    assert "one seed" not in claim.rule
     with pytest.raises(ValueError, match="expect"):
         claims.from_comparison("x", c, expect="CosFace", paper="")
+    single = claims.from_comparison("x", comparison(shift, seeds=1), expect=expect, paper="")
+    assert single.rule.endswith("(test-set interval only: one seed)")
 
 
 def test_timing_ratio_matches_welch_on_log_times_and_covers():

@@ -199,7 +199,8 @@ def from_comparison(claim: str, comparison: Comparison, *, expect: str, paper: s
     ours = f"{comparison.mean:+.{d}f} {comparison.unit} (±{comparison.half_width:.{d}f})"
     seeds = f"{comparison.n_seeds} paired seed" + "s" * (comparison.n_seeds != 1)
     rule = (f"{comparison.level:.0%} interval of {names[0]} − {names[1]} over {seeds} "
-            f"excludes 0 on {expect}'s side")
+            f"excludes 0 on {expect}'s side"
+            + (" (test-set interval only: one seed)" if comparison.test_only else ""))
     if comparison.better is None:
         outcome: Outcome = "unresolved"
         resolution = f"±{comparison.half_width:.{d}f} {comparison.unit}"
