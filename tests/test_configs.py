@@ -26,7 +26,7 @@ def _with_data_in(raw: dict, folder: Path) -> dict:
     if data["source"] == "recordio":
         rec, idx = folder / "train.rec", folder / "train.idx"
         with RecordIOWriter(rec, idx, image_format="png") as w:
-            w.write(b"", [1.0, 5.0])
+            w.write(b"", [5.0, 5.0])  # insightface: images are keys [1, 5)
             for label in range(4):
                 w.write(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), float(label))
         data = {**data, "rec": str(rec), "idx": str(idx)}

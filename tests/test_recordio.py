@@ -282,3 +282,41 @@ def test_writer_and_reader_argument_errors(tmp_path):
         RecordIOReader(tmp_path / "e.rec", tmp_path / "missing.idx")
     with RecordIOReader(tmp_path / "e.rec") as r:
         assert len(r) == 0 and r.keys() == [] and r.identity_range() is None
+
+
+def test_heads_read_headers_only_and_take_the_first_of_array_labels(written, images,
+                                                                    monkeypatch):
+    import os
+
+    rec, idx = written
+    with RecordIOReader(rec, idx) as r:
+        sizes = []
+        real = os.pread
+        monkeypatch.setattr(os, "pread", lambda fd, n, pos: sizes.append(n) or real(fd, n, pos))
+        heads = r.heads()
+        monkeypatch.undo()
+        assert len(sizes) == 3 and max(sizes) <= 36  # one short read a record, no image bytes
+        assert heads["key"].tolist() == [0, 1, 2] and heads["flag"].tolist() == [0, 3, 0]
+        assert heads["label"].tolist() == [3.0, 1.5, 0.0]  # arcface_torch's label[0]
+        assert heads["image_bytes"].tolist() == [len(r.read(k)[1]) for k in range(3)]
+        assert r.heads([2])["label"].tolist() == [0.0]
+        with pytest.raises(ValueError, match=r"key must be one of the 3 keys, got 9"):
+            r.heads([9])
+
+
+def test_heads_of_split_short_and_header_only_records(tmp_path):
+    head = struct.pack("<IfQQ", 2, 0.0, 0, 0)
+    rec = tmp_path / "split.rec"
+    rec.write_bytes(chunk(head, 1) + chunk(b"", 2) + chunk(b"tail", 3)  # split: read whole
+                    + chunk(struct.pack("<IfQQ", 0, 7.0, 0, 0))  # 24 bytes: header only
+                    + chunk(struct.pack("<IfQQ", 1, 0.0, 0, 0) + struct.pack("<f", 5.0)))
+    with RecordIOReader(rec) as r:
+        heads = r.heads()
+        assert heads["label"][1:].tolist() == [7.0, 5.0]
+        assert heads["image_bytes"].tolist() == [4, 0, 0]
+    bad = tmp_path / "short.rec"
+    bad.write_bytes(chunk(struct.pack("<IfQQ", 9, 0.0, 0, 0) + b"\0" * 8))
+    with RecordIOReader(bad) as r:
+        with pytest.raises(ValueError, match=r"short\.rec: record at offset 0: header declares "
+                                             r"9 float32 labels, payload holds 8 bytes"):
+            r.heads()

@@ -118,7 +118,7 @@ def test_imagefolder_and_recordio_sources_read_labels_and_normalise(tmp_path):
         (tmp_path / "faces" / name).mkdir(parents=True)
         Image.fromarray(pixels[i]).save(tmp_path / "faces" / name / "0.png")
     with RecordIOWriter(tmp_path / "t.rec", tmp_path / "t.idx", image_format="png") as w:
-        w.write(b"", [1.0, 4.0])  # the insightface header record: not an image
+        w.write(b"", [4.0, 4.0])  # the insightface header record: images are keys [1, 4)
         for i, label in enumerate([0, 3, 3]):
             w.write(pixels[i], float(label))
     folder, n_folder = build_dataset({"source": "imagefolder", "root": tmp_path / "faces"}, 8)

@@ -37,7 +37,12 @@ _IMAGE_FORMATS = ("JPEG", "PNG", "BMP")  # never EPS and friends, which shell ou
 
 
 def decode_rgb(data: bytes, where: str) -> np.ndarray:
-    """Decode JPEG/PNG/BMP bytes to a uint8 (H, W, 3) RGB array; ``where`` starts the error."""
+    """Decode JPEG/PNG/BMP bytes to a uint8 (H, W, 3) RGB array; ``where`` starts the error.
+
+    Raises:
+        ValueError: the bytes do not decode as one of those formats (or are a decompression
+            bomb); the message starts with ``where``.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -59,6 +64,7 @@ class RecordIOWriter:
 
     Raises:
         ValueError: an unknown image format or a quality outside [1, 100].
+        OSError: the files cannot be created (a missing folder; the error names the file).
 
     Example:
         >>> import tempfile, numpy as np
@@ -346,6 +352,31 @@ class RecordIOReader:
             raise ValueError(f"{self._where(0)[0]}: header labels must be integers "
                              f"1 <= first <= end, got {[first, end]}")
         return int(first), int(end)
+
+    def heads(self, keys: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """The headers of records ``keys`` (default: all) without their images, 36 bytes read a
+        record (split or short ones whole): arrays (N,) ``key``, ``flag``, ``image_bytes`` (0:
+        header only), ``label`` (float64; for flag > 0 the first label, arcface_torch's label[0]).
+
+        Raises:
+            ValueError: as :meth:`read`, for the first unknown key or broken record.
+        """
+        keys = np.array(self._keys if keys is None else [int(k) for k in keys], np.int64)
+        offsets = np.array([self._offsets[k] if k in self._offsets else self._where(k)[1]
+                            for k in keys.tolist()], np.int64)
+        raw = [self._pread(min(36, self._size - o), o, str(self.rec_path))
+               for o in offsets.tolist()]  # parsed as arrays below; short reads fail the checks
+        head = np.frombuffer(b"".join(r.ljust(36, b"\0") for r in raw), np.uint8).reshape(-1, 36)
+        magic, lrec, flag = head[:, :12].copy().view("<u4").astype(np.int64).T.copy()
+        floats = head[:, 12:].copy().view("<f4").astype(np.float64)  # label, id, id2, labels
+        length, label = lrec & _LENGTH_MASK, np.where(flag > 0, floats[:, 5], floats[:, 0])
+        ok = (magic == RECORDIO_MAGIC) & (lrec >> 29 == 0) & (length >= 28) \
+            & (24 + 4 * flag <= length) & (offsets + 8 + length + (-length % 4) <= self._size)
+        nbytes = length - 24 - 4 * flag
+        for i in np.flatnonzero(~ok).tolist():  # the rare or broken cases, by the full rules
+            header, data = self.read(int(keys[i]))
+            flag[i], label[i], nbytes[i] = header["flag"], header["labels"][0], len(data)
+        return {"key": keys, "flag": flag, "label": label, "image_bytes": nbytes}
 
     def keys(self) -> list[int]:
         """All keys, ascending."""

@@ -6,6 +6,8 @@ cached by their spec.
 - :mod:`~arclab.train.state`: building the model, head and optimizers, checkpoints, resume;
 - :mod:`~arclab.train.sources`: data sets from a spec's ``data`` section (SynthFaces, an image
   folder, a ``train.rec``);
+- :mod:`~arclab.train.batches`: each step's batch, and the DataLoader (worker processes) that
+  reads an image folder or a ``train.rec``;
 - :mod:`~arclab.train.validation`: validators from a spec's ``validation`` section;
 - :mod:`~arclab.train.spec`: loading and checking a spec, its run folder, running it (runs
   are cached by their spec).

@@ -21,8 +21,9 @@ the whole classifier (gathered to rank 0, the dense head's weight), so a run res
 number of processes.
 
 :func:`train` is the outline: :func:`arclab.train.state.build` makes the parts,
-:func:`~arclab.train.state.resume` loads a checkpoint, then per step :func:`step_batch`,
-:func:`optimisation_step`, :func:`log_step`, :func:`run_validation` and
+:func:`~arclab.train.state.resume` loads a checkpoint, then per step a batch
+(:func:`arclab.train.batches.step_batches`: a DataLoader with worker processes for data sets
+decoded on demand), :func:`optimisation_step`, :func:`log_step`, :func:`run_validation` and
 :func:`~arclab.train.state.save_checkpoint`.
 
 Taught in: notebooks/04_training_a_face_model.ipynb
@@ -33,10 +34,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 import arclab
 from arclab.losses.distill import feature_distillation_loss
 from arclab.models.export import save_backbone
+from arclab.train.batches import step_batch, step_batches
 from arclab.train.config import TrainConfig, learning_rate
 from arclab.train.state import (
     Parts,
@@ -96,55 +97,6 @@ def check_precision(cfg: TrainConfig, dev: torch.device) -> torch.dtype | None:
         raise ValueError("train.amp: fc='sharded' does not support fp16 loss scaling (ranks "
                          "would skip different steps); use amp='bf16' or amp='off'")
     return dtype
-
-
-def _pk_batch(labels: np.ndarray, cfg: TrainConfig, epoch: int, k: int) -> Tensor:
-    """P × K indices for the triplet loss: the epoch's identity order, P identities per step,
-    K images of each (drawn without replacement when the identity has K or more)."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    classes = np.unique(labels)
-    order = classes[torch.randperm(len(classes), generator=gen).numpy()]
-    p, kk = cfg.batch_size // cfg.images_per_identity, cfg.images_per_identity
-    chosen = order[np.arange(k * p, (k + 1) * p) % len(order)]
-    pick = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 7919 + k)
-    out = []
-    for c in chosen:
-        members = np.flatnonzero(labels == c)
-        if len(members) >= kk:
-            idx = torch.randperm(len(members), generator=pick)[:kk]
-        else:
-            idx = torch.randint(len(members), (kk,), generator=pick)
-        out.append(members[idx.numpy()])
-    return torch.from_numpy(np.concatenate(out))
-
-
-def step_batch(dataset, cfg: TrainConfig, step: int, *, rank: int = 0,
-               world_size: int = 1) -> tuple[Tensor, Tensor]:
-    """The images (B/W, 3, S, S) and labels (B/W,) that process ``rank`` trains on at
-    ``step``; re-seeds the global RNG from (seed, step, rank) first, so augmentation is a pure
-    function of the step. For the triplet loss the global batch is P identities × K images
-    (the data set must expose ``labels``). A data set with a ``batch(indices)`` method
-    (:meth:`arclab.data.cache.FaceDataset.batch`) is read by array indexing, one call a step;
-    others item by item."""
-    per_epoch = len(dataset) // cfg.batch_size
-    epoch, k = divmod(step, per_epoch)
-    local = cfg.batch_size // world_size
-    if cfg.margin == "triplet":
-        if not hasattr(dataset, "labels"):
-            raise ValueError("margin 'triplet' needs a data set with a .labels array "
-                             "(P x K sampling)")
-        batch = _pk_batch(np.asarray(dataset.labels), cfg, epoch, k)
-        start = rank * local
-    else:
-        batch = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
-            cfg.seed * 1_000_003 + epoch))
-        start = k * cfg.batch_size + rank * local
-    torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + rank)
-    chosen = batch[start:start + local]
-    if callable(getattr(dataset, "batch", None)):  # array indexing: same tensors and draws
-        return dataset.batch(np.asarray(chosen))
-    items = [dataset[int(i)] for i in chosen]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
 @torch.no_grad()
@@ -318,10 +270,11 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     parts.net.train()
     bar = tqdm(range(start, stop), desc="training", unit="step", leave=False,
                disable=not progress or rank != 0, initial=start, total=stop)
-    with open(log_path, "a") if rank == 0 else nullcontext() as log:
+    with open(log_path, "a") if rank == 0 else nullcontext() as log, closing(step_batches(
+            dataset, cfg, start, stop, rank=rank, world_size=world, device=dev)) as batches:
         for step in bar:
             t0 = time.perf_counter()
-            x, y = step_batch(dataset, cfg, step, rank=rank, world_size=world)
+            x, y = next(batches)
             lr = learning_rate(cfg, step, total)
             loss, theta, feat = optimisation_step(parts, cfg, x, y, step, lr)
             record.add(loss, theta, feat)

@@ -7,6 +7,7 @@ Taught in: notebooks/04_training_a_face_model.ipynb
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -18,16 +19,21 @@ from torch.utils.data import Dataset
 from arclab.data.cache import FaceDataset, cached_render
 from arclab.data.formats import ImageFolderFaces
 from arclab.data.params import SynthConfig
-from arclab.data.recordio import RECORDIO_MAGIC, RecordIOReader
+from arclab.data.recordio import RECORDIO_MAGIC, RecordIOReader, decode_rgb
 from arclab.data.splits import noisy_training_set
 
-__all__ = ["SOURCE_KEYS", "build_dataset", "check_data", "data_size", "readable_file",
-           "synth_config", "synth_training_set"]
+__all__ = ["LOADING_KEYS", "SOURCE_KEYS", "DecodedFaces", "build_dataset", "check_data",
+           "data_size", "readable_file", "synth_config", "synth_training_set"]
 
 SOURCE_KEYS: dict[str, set[str]] = {
     "synthfaces": {"n_identities", "n_per_identity", "synth", "label_noise", "keep"},
-    "imagefolder": {"root"}, "recordio": {"rec", "idx"}}
+    "imagefolder": {"root", "workers"}, "recordio": {"rec", "idx", "workers"}}
 """The keys each ``data.source`` takes (besides ``source``)."""
+
+LOADING_KEYS = frozenset({"workers"})
+"""Data keys that change how the items are read, never which: ``workers``, the DataLoader's
+worker processes (:func:`arclab.train.batches.step_batches`; default
+:func:`~arclab.train.batches.default_workers`). Left out of a run's hash."""
 
 
 def synth_config(data: dict) -> SynthConfig:
@@ -119,6 +125,11 @@ def _check_files(data: dict) -> None:
                              "not start with the RecordIO magic number)")
         if data.get("idx") is not None:
             readable_file("data.idx", data["idx"])
+    workers = data.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 0):
+        raise ValueError(f"data.workers must be an integer >= 0 (0: read in the training "
+                         f"process), got {workers!r}")
 
 
 def check_data(data: dict) -> None:
@@ -128,8 +139,8 @@ def check_data(data: dict) -> None:
     Raises:
         ValueError: an unknown source or key; a SynthFaces size that is not an integer (at
             least 2 identities, 1 image each); bad ``synth`` keys, ``label_noise`` or
-            ``keep``; a missing or unreadable image folder, ``.rec`` or ``.idx`` file. The
-            message names the key.
+            ``keep``; a missing or unreadable image folder, ``.rec`` or ``.idx`` file;
+            ``workers`` not an integer >= 0. The message names the key.
     """
     if not isinstance(data.get("source"), str) or data["source"] not in SOURCE_KEYS:
         raise ValueError(f"data.source must be one of {sorted(SOURCE_KEYS)}, got "
@@ -173,46 +184,145 @@ def synth_training_set(data: dict) -> dict:
                               **(data.get("label_noise") or {}))
 
 
-class _Normalised(Dataset):
-    """uint8 (3, H, W) items of another data set as float [−1, 1], mirrored with p = 1/2."""
+class DecodedFaces(Dataset):
+    """uint8 (3, H, W) items of another data set, read and decoded on demand (in the
+    DataLoader's workers, :func:`arclab.train.batches.step_batches`), as float [−1, 1].
 
-    def __init__(self, base: Dataset, size: int) -> None:
-        self.base, self.size = base, size
+    ``ds[(i, flip)]`` mirrors item ``i`` when ``flip`` is true: the loader draws the flags from
+    the step's seed, so no worker's RNG decides them. ``ds[i]`` mirrors with p = 1/2 from the
+    global RNG. ``workers``: the loader's worker processes (``data.workers``; None: its
+    default).
+
+    Raises:
+        ValueError: an item that is not ``size`` × ``size`` (``train.input_size``).
+
+    Example:
+        >>> base = [(torch.arange(12, dtype=torch.uint8).reshape(3, 2, 2), 5)]
+        >>> x, y = DecodedFaces(base, 2)[(0, True)]
+        >>> x[0].mul(127.5).add(127.5).tolist(), y
+        ([[1.0, 0.0], [3.0, 2.0]], 5)
+    """
+
+    def __init__(self, base, size: int, workers: int | None = None) -> None:
+        self.base, self.size, self.workers, self._labels = base, size, workers, None
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, label = self.base[i]
+    @property
+    def labels(self) -> np.ndarray:
+        """Every item's label (for P × K batches); a ``train.rec`` reads its headers once."""
+        if self._labels is None:
+            self._labels = np.array([label for _, label in self.base.samples], np.int64) \
+                if isinstance(self.base, ImageFolderFaces) else np.asarray(self.base.labels)
+        return self._labels
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        i, flip = key if isinstance(key, tuple) else (key, torch.rand(()) < 0.5)
+        img, label = self.base[int(i)]
         if tuple(img.shape[1:]) != (self.size, self.size):
-            raise ValueError(f"image {i} is {tuple(img.shape[1:])}, expected "
+            where = getattr(self.base, "where", lambda j: f"image {j}")(int(i))
+            raise ValueError(f"{where} is {tuple(img.shape[1:])}, expected "
                              f"({self.size}, {self.size}) (train.input_size)")
         img = img.float() / 127.5 - 1
-        return (img.flip(2) if torch.rand(()) < 0.5 else img), int(label)
+        return (img.flip(2) if flip else img), int(label)
 
 
 class _RecordIOFaces(Dataset):
-    """An insightface ``train.rec``: (uint8 (3, H, W), label) per image record."""
+    """An insightface ``train.rec``'s image records: (uint8 (3, H, W), label) each, read and
+    decoded on demand.
+
+    With the face sets' header record 0 (:meth:`RecordIOReader.identity_range`, ``(first,
+    end)``) the images are keys [1, first), as arcface_torch's ``MXFaceDataset`` takes them,
+    and the classes the ``end - first`` identity records: nothing more is read before
+    training. Without one (or with no identity records) the record headers are read once
+    (:meth:`RecordIOReader.heads`, images not read): the images are the records holding image
+    bytes, the classes max(label) + 1. An array label (flag > 0) counts by its first value.
+    """
 
     def __init__(self, rec: str, idx: str | None) -> None:
-        self.reader = RecordIOReader(rec, idx)
-        self.keys = [k for k in self.reader.keys() if self.reader.read(k)[0]["flag"] == 0]
-        if not self.keys:
-            raise ValueError(f"data.rec {rec} holds no image records")
+        self.rec, self.idx, self._labels = str(rec), idx if idx is None else str(idx), None
+        self._reader: RecordIOReader | None = None
+        reader = self.reader()
+        span = reader.identity_range()
+        if span is not None:
+            keys = reader.keys()
+            lo, hi = bisect.bisect_left(keys, 1), bisect.bisect_left(keys, span[0])
+            if hi - lo != span[0] - 1:
+                raise ValueError(f"data.rec {self.rec}: its header record 0 gives image keys "
+                                 f"[1, {span[0]}), the index holds {hi - lo} of them")
+            self.keys, self.n_classes = range(1, span[0]), span[1] - span[0]
+        else:
+            heads = reader.heads()  # the one pass: headers only
+            images = heads["image_bytes"] > 0
+            self.keys, self._labels = heads["key"][images], heads["label"][images]
+            self.n_classes = 0
+        if not len(self.keys):
+            raise ValueError(f"data.rec {self.rec} holds no image records")
+        if self.n_classes < 1:
+            self.n_classes = int(self.labels.max()) + 1
+
+    def reader(self) -> RecordIOReader:
+        """The reader: forked DataLoader workers share it (its reads are ``os.pread``, free of
+        file positions) and keep its index; a worker started by spawn opens its own."""
+        if self._reader is None:
+            self._reader = RecordIOReader(self.rec, self.idx)
+        return self._reader
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_reader": None}  # an open file does not pickle
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every image's label, int64; read from the record headers once (one pass).
+
+        Raises:
+            ValueError: a label that is not a whole number >= 0, naming its record.
+        """
+        labels = self._labels
+        if labels is None or labels.dtype != np.int64:
+            if labels is None:
+                labels = self.reader().heads(self.keys)["label"]
+            bad = np.flatnonzero((labels < 0) | (labels != np.floor(labels)))
+            if len(bad):
+                raise ValueError(f"{self.where(bad[0])} has label {labels[bad[0]]}: labels must "
+                                 "be whole numbers >= 0")
+            self._labels = labels = labels.astype(np.int64)
+        return labels
+
+    def where(self, i: int) -> str:
+        """Item ``i``'s place, for errors: the file and the record's key."""
+        return f"data.rec {self.rec}: record {int(self.keys[i])}"
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        key = self.keys[i]
-        header, _ = self.reader.read(key)
-        return torch.from_numpy(self.reader.read_image(key)).permute(2, 0, 1), int(
-            header["label"])
+        header, data = self.reader().read(int(self.keys[i]))
+        label = float(header["labels"][0])
+        if not (label.is_integer() and 0 <= label < self.n_classes):
+            raise ValueError(f"{self.where(i)} has label {label}: labels must be whole numbers "
+                             f"in [0, {self.n_classes}) (the classes its header or labels give)")
+        if not data:
+            raise ValueError(f"{self.where(i)} holds no image bytes (a header-only record)")
+        img = decode_rgb(data, self.where(i))
+        return torch.from_numpy(img).permute(2, 0, 1), int(label)
 
 
 def build_dataset(data: dict, size: int, *, progress: bool = True) -> tuple[Dataset, int]:
     """The training set a spec's ``data`` names, at ``size``×``size``; returns
-    (data set of ((3, size, size) float in [−1, 1], label), number of classes)."""
+    (data set of ((3, size, size) float in [−1, 1], label), number of classes).
+
+    SynthFaces are rendered (or read from the cache) here, as a
+    :class:`~arclab.data.cache.FaceDataset`; an image folder or a ``train.rec`` gives a
+    :class:`DecodedFaces` that reads and decodes each image when the loader asks for it (a
+    ``train.rec`` reads at most its record headers here, never its images).
+
+    Raises:
+        ValueError: a ``train.rec`` without image records, whose header record's image range
+            is not in its index, or with a label that is not a whole number >= 0 (the
+            message names the file and the record).
+    """
     if data["source"] == "synthfaces":
         t = synth_training_set(data)
         images = cached_render(t["config"], t["items"], size=size, progress=progress)["images"]
@@ -223,9 +333,6 @@ def build_dataset(data: dict, size: int, *, progress: bool = True) -> tuple[Data
         return FaceDataset(images, labels, flip=True), int(data["n_identities"])
     if data["source"] == "imagefolder":
         base = ImageFolderFaces(data["root"], image_size=size)
-        return _Normalised(base, size), len(base.classes)
+        return DecodedFaces(base, size, data.get("workers")), len(base.classes)
     base = _RecordIOFaces(data["rec"], data.get("idx"))
-    labels = {int(base.reader.read(k)[0]["label"]) for k in base.keys}
-    if min(labels) < 0:
-        raise ValueError(f"data.rec {data['rec']} has negative labels")
-    return _Normalised(base, size), max(labels) + 1
+    return DecodedFaces(base, size, data.get("workers")), base.n_classes

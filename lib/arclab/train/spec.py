@@ -13,7 +13,8 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
       synth: {nuisance: 0.5}  # SynthConfig keys
       label_noise: {closed_rate: 0.1, open_rate: 0.2, seed: 0}   # optional, exact
       keep: [0, 1, 5, ...]  # optional: train on these items only (e.g. after drop_noisy)
-      # imagefolder: {root: DIR}; recordio: {rec: FILE, idx: FILE}
+      # imagefolder: {root: DIR}; recordio: {rec: FILE, idx: FILE}; both take
+      # workers: N  (DataLoader processes decoding images; default min(4, CPUs); not hashed)
     validation:             # name: a SynthFaces protocol (lfw, cfp_fp, agedb) with its
       lfw: {n_identities: 100, pairs_per_fold: 60}   # arguments, or {bin: FILE.bin}
       my_lfw: {bin: data/lfw.bin}
@@ -50,7 +51,7 @@ from arclab.data.cache import RENDER_VERSION, cache_dir
 from arclab.models import get_model
 from arclab.train.config import TrainConfig, load_config, weights_key
 from arclab.train.loop import check_precision, train
-from arclab.train.sources import build_dataset, check_data, data_size
+from arclab.train.sources import LOADING_KEYS, build_dataset, check_data, data_size
 from arclab.train.state import check_resume, read_checkpoint
 from arclab.train.validation import build_validator, check_validation
 
@@ -188,9 +189,10 @@ def run_dir(spec: dict, root: str | Path | None = None) -> Path:
     """Where a spec's run lives: ``root`` (default ``$ARCLAB_CACHE/runs``) / a hash of
     everything that decides the weights (the train and data sections, the renderer version),
     so a changed key never resumes a stale run. Validation settings are left out: they read the
-    model and never change it, so two notebooks that train the same model share one run."""
+    model and never change it, so two notebooks that train the same model share one run; so is
+    ``data.workers`` (:data:`~arclab.train.sources.LOADING_KEYS`): it never changes a batch."""
     root = Path(root) if root is not None else cache_dir() / "runs"
-    content = {"train": weights_key(spec["train"].to_dict()), "data": spec["data"],
+    content = {"train": weights_key(spec["train"].to_dict()), "data": _data_key(spec["data"]),
                "render": RENDER_VERSION}
     if spec.get("distill"):  # absent for plain runs, so their hashes are what they were
         content["distill"] = _distill_key(spec["distill"])
@@ -220,13 +222,19 @@ def _check_out(out: Path) -> None:
                          "writable folder)")
 
 
+def _data_key(data: dict) -> dict:
+    """The part of a data section that decides the items: without ``workers``."""
+    return {k: v for k, v in data.items() if k not in LOADING_KEYS}
+
+
 def _check_same_data(out: Path, spec: dict) -> None:
-    """A resumed run's stored spec.json (when readable) has the same data section."""
+    """A resumed run's stored spec.json (when readable) has the same data section (the
+    number of DataLoader workers aside)."""
     try:
-        stored = json.loads((out / "spec.json").read_text())["data"]
-    except (OSError, ValueError, KeyError, TypeError):
+        stored = _data_key(json.loads((out / "spec.json").read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # no (or an unreadable) record of the data: the checkpoint's config decides
-    data = json.loads(json.dumps(spec["data"], default=str))
+    data = json.loads(json.dumps(_data_key(spec["data"]), default=str))
     if stored != data:
         raise ValueError(f"{out} holds a run on other data ({out / 'spec.json'}: data "
                          f"{stored!r}, the spec: {data!r}); use a new out_dir")
@@ -355,6 +363,10 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
     ArcFace on noisy data, retraining on a kept subset); ``synth`` adds SynthConfig keys
     (e.g. ``{"nuisance": 0.5}``) to the data's seed; ``distill`` is a spec's distill section
     (its ``teacher`` may be another ``tutorial_spec``).
+
+    Raises:
+        ValueError: an argument :func:`load_spec` refuses (the message names its spec key,
+            e.g. ``train.backbone``).
 
     Example:
         >>> tutorial_spec(backbone="mbf", epochs=2)["train"].backbone
