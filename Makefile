@@ -22,7 +22,7 @@ TIMINGS   = $(PY) -m arclab.book.runner timings --profile $(PROFILE) --since $(S
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,docs,export]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,docs,export,tensorboard]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -57,6 +57,7 @@ from arclab.train.state import (
     resume,
     save_checkpoint,
 )
+from arclab.train.tblog import TensorBoardLog
 
 __all__ = ["amp_dtype", "check_inputs", "check_precision", "log_step", "optimisation_step",
            "run_validation", "step_batch", "train"]
@@ -176,6 +177,16 @@ def optimisation_step(parts: Parts, cfg: TrainConfig, x: Tensor, y: Tensor, step
     return value.item(), theta, feat_value
 
 
+def open_log(path: Path, rank: int, start: int, tensorboard: bool = False):
+    """``log.jsonl`` opened for appending on rank 0 (a null context on other ranks), mirrored
+    to TensorBoard in ``<run>/tensorboard`` when ``tensorboard`` (events from ``start`` on,
+    the steps a resumed run redoes, purged)."""
+    if rank != 0:
+        return nullcontext()
+    file = open(path, "a")  # noqa: SIM115 (closed by the caller's with, or by TensorBoardLog)
+    return TensorBoardLog(file, path.parent / "tensorboard", start) if tensorboard else file
+
+
 def log_step(log, bar, step: int, lr: float, rate: float, loss: float, theta: float | None,
              feat: float | None) -> None:
     """Write one step's line to ``log`` (step, loss, lr, images/s, and θ_y and the
@@ -219,20 +230,20 @@ def check_inputs(cfg: TrainConfig, dataset, n_classes: int, world: int) -> int:
 def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
           validate: Validator | None = None, max_steps: int | None = None,
           device: str | torch.device | None = None, progress: bool = True,
-          teacher: dict | None = None) -> dict:
+          teacher: dict | None = None, tensorboard: bool = False) -> dict:
     """Train on ``dataset`` (items: (3, H, W) float image in [−1, 1], int label in
     [0, n_classes)).
 
     Resumes from ``out_dir/checkpoint.pt`` when it exists (a checkpoint of another config is
     refused); stops after ``max_steps`` total steps if given (to simulate an interruption).
     Writes ``log.jsonl`` (one line per step: step, loss, lr, images/s; one per validation:
-    step, validation) and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end,
-    and, when the run is complete, ``model.pt``: the bare backbone state dict (float32,
-    arcface_torch's names) that insightface's tools read (:mod:`arclab.models.export`); the log
+    step, validation), mirrored to ``out_dir/tensorboard`` if ``tensorboard``
+    (:mod:`arclab.train.tblog`), ``checkpoint.pt`` every ``checkpoint_every`` steps and at the
+    end, and a finished run's ``model.pt`` (:func:`arclab.models.export.save_backbone`); the log
     synced to disk before each checkpoint and cut back to the checkpoint's step on resume:
-    after a kill at any moment and a resume, the log and weights are the
-    uninterrupted run's (``images_per_s`` aside, a wall-clock rate).
-    ``validate(model) -> {name: accuracy}`` runs every ``validate_every`` steps and at the end.
+    after a kill at any moment and a resume, the log and weights are the uninterrupted run's
+    (``images_per_s`` aside). ``validate(model) -> {name: accuracy}`` runs every
+    ``validate_every`` steps and at the end.
 
     ``teacher`` distils a trained model into this one (:mod:`arclab.losses.distill`):
     {"model": the teacher backbone (same input size and embedding size), "weight": λ of the
@@ -270,7 +281,7 @@ def train(cfg: TrainConfig, dataset, n_classes: int, out_dir: str | Path, *,
     parts.net.train()
     bar = tqdm(range(start, stop), desc="training", unit="step", leave=False,
                disable=not progress or rank != 0, initial=start, total=stop)
-    with open(log_path, "a") if rank == 0 else nullcontext() as log, closing(step_batches(
+    with open_log(log_path, rank, start, tensorboard) as log, closing(step_batches(
             dataset, cfg, start, stop, rank=rank, world_size=world, device=dev)) as batches:
         for step in bar:
             t0 = time.perf_counter()

@@ -23,6 +23,7 @@ The spec (``python -m arclab.train SPEC.yaml`` reads the same file)::
       # checkpoint: runs/big/checkpoint.pt  # or a checkpoint written by arclab.train
       weight: 1.0           # λ of the feature term
       copy_head: true       # start from the teacher's classifier and keep it fixed
+    log: [jsonl, tensorboard]  # optional: also TensorBoard in <run>/tensorboard (not hashed)
 
 Here: loading and checking a spec (:func:`load_spec`: every name, type, range and file,
 before anything is rendered), checking a run before it starts (:func:`check_run`: the
@@ -53,11 +54,12 @@ from arclab.train.config import TrainConfig, load_config, weights_key
 from arclab.train.loop import check_precision, train
 from arclab.train.sources import LOADING_KEYS, build_dataset, check_data, data_size
 from arclab.train.state import check_resume, read_checkpoint
+from arclab.train.tblog import check_log
 from arclab.train.validation import build_validator, check_validation
 
 __all__ = ["check_run", "load_spec", "run_dir", "run_spec", "tutorial_spec"]
 
-_SECTIONS = ("train", "data", "validation", "distill")
+_SECTIONS = ("train", "data", "validation", "distill", "log")
 _DISTILL_KEYS = {"teacher", "checkpoint", "weight", "copy_head"}
 
 
@@ -120,6 +122,8 @@ def load_spec(source: dict | str | Path) -> dict:
     spec = {"train": train_cfg, "data": data, "validation": validation}
     if raw.get("distill") is not None:
         spec["distill"] = _load_distill(raw["distill"], train_cfg)
+    if raw.get("log") is not None:
+        spec["log"] = check_log(raw["log"])
     return spec
 
 
@@ -169,6 +173,8 @@ def _spec_dict(spec: dict) -> dict:
     if spec.get("distill"):
         d = spec["distill"]
         out["distill"] = {k: _spec_dict(v) if k == "teacher" else v for k, v in d.items()}
+    if spec.get("log"):
+        out["log"] = spec["log"]
     return out
 
 
@@ -301,7 +307,8 @@ def run_spec(spec: dict | str | Path, out_dir: str | Path | None = None, *,
     validate = build_validator(spec["validation"], spec["data"], size)
     teacher = _teacher(spec["distill"], device, progress) if spec.get("distill") else None
     result = train(spec["train"], dataset, n_classes, out, validate=validate,
-                   max_steps=max_steps, device=device, progress=progress, teacher=teacher)
+                   max_steps=max_steps, device=device, progress=progress, teacher=teacher,
+                   tensorboard="tensorboard" in spec.get("log", ()))
     return {**result, "out_dir": out, "spec": copy.deepcopy(spec)}
 
 
