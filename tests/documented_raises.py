@@ -57,3 +57,23 @@ def check_coverage(modules, grouped: dict, no_errors: dict) -> None:
                 where = f"{module.__name__}.{name}"
                 assert (obj in grouped) != (where in no_errors), where
                 assert not documented(obj) or obj in grouped, f"{where}: Raises untested"
+
+
+def sweep_tests(cases, modules, no_errors: dict) -> tuple:
+    """The three tests of a sweep file, to bind to ``test_*`` names there: each documented
+    error is raised (per function), each docstring lists exactly the errors tested, and every
+    public function and class of ``modules`` is covered."""
+    grouped = by_function(cases)
+
+    @pytest.mark.parametrize("function", list(grouped), ids=ident)
+    def raised(function, tmp_path):
+        check_raised(function, grouped[function], tmp_path)
+
+    @pytest.mark.parametrize("function", list(grouped), ids=ident)
+    def listed(function):
+        check_docstring(function, grouped[function])
+
+    def covered():
+        check_coverage(modules, grouped, no_errors)
+
+    return raised, listed, covered

@@ -8,9 +8,8 @@ import sys
 from unittest import mock
 
 import numpy as np
-import pytest
 import torch
-from documented_raises import by_function, check_coverage, check_docstring, check_raised, ident
+from documented_raises import sweep_tests
 from torch import nn
 
 from arclab.losses import distill, geometry, subcenter, triplet, variants
@@ -181,21 +180,8 @@ CASES = [
      lambda t: registry.get_model("r18", dropout="0.1")),
 ]
 
-BY_FUNCTION = by_function(CASES)
-
-
-@pytest.mark.parametrize("function", list(BY_FUNCTION), ids=ident)
-def test_documented_errors_are_raised(function, tmp_path):
-    check_raised(function, BY_FUNCTION[function], tmp_path)
-
-
-@pytest.mark.parametrize("function", list(BY_FUNCTION), ids=ident)
-def test_docstring_lists_exactly_the_errors_tested(function):
-    check_docstring(function, BY_FUNCTION[function])
-
-
-def test_every_public_function_and_class_is_covered():
-    check_coverage(MODULES, BY_FUNCTION, NO_ERRORS)
+(test_documented_errors_are_raised, test_docstring_lists_exactly_the_errors_tested,
+ test_every_public_function_and_class_is_covered) = sweep_tests(CASES, MODULES, NO_ERRORS)
 
 
 def test_numpy_integers_are_sizes():

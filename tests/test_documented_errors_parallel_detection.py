@@ -5,9 +5,8 @@ public function raises what its docstring's ``Raises:`` section says."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-from documented_raises import by_function, check_coverage, check_docstring, check_raised, ident
+from documented_raises import sweep_tests
 
 from arclab import atomic
 from arclab.data.params import SynthConfig
@@ -155,18 +154,5 @@ CASES = [
      lambda t: atomic.remove_stale_temps(t / "x", max_age_s=0)),
 ]
 
-BY_FUNCTION = by_function(CASES)
-
-
-@pytest.mark.parametrize("function", list(BY_FUNCTION), ids=ident)
-def test_documented_errors_are_raised(function, tmp_path):
-    check_raised(function, BY_FUNCTION[function], tmp_path)
-
-
-@pytest.mark.parametrize("function", list(BY_FUNCTION), ids=ident)
-def test_docstring_lists_exactly_the_errors_tested(function):
-    check_docstring(function, BY_FUNCTION[function])
-
-
-def test_every_public_function_and_class_is_covered():
-    check_coverage(MODULES, BY_FUNCTION, NO_ERRORS)
+(test_documented_errors_are_raised, test_docstring_lists_exactly_the_errors_tested,
+ test_every_public_function_and_class_is_covered) = sweep_tests(CASES, MODULES, NO_ERRORS)
