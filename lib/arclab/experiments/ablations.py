@@ -308,7 +308,8 @@ SUBCENTER_ROWS = ("clean, K=1", "noisy, K=1", "noisy, K=3", "noisy, K=10",
 def run_subcenter_table(seeds: list[int], *, spec_kwargs: dict, label_noise: dict,
               allpairs: tuple, train_set: tuple, ks: tuple[int, ...] = (1, 3, 10),
               drop_k: int = 3, threshold_deg: float = 75.0,
-              fprs: tuple[float, ...] = (1e-4, 1e-3), progress: bool = True) -> dict:
+              fprs: tuple[float, ...] = (1e-4, 1e-3), n_boot: int = 200,
+              progress: bool = True) -> dict:
     """Train (or reload from the run cache) the sub-center table's rows for every seed.
 
     For each seed: ArcFace with K = 1 on the clean labels; K in ``ks`` on the noisy labels;
@@ -321,13 +322,16 @@ def run_subcenter_table(seeds: list[int], *, spec_kwargs: dict, label_noise: dic
         spec_kwargs: :func:`arclab.train.spec.tutorial_spec` arguments shared by every run.
         label_noise: {"closed_rate", "open_rate", "seed"} for the noisy rows.
         allpairs: (uint8 images (N, H, W, 3), ids (N,)) of unseen identities: TPR at ``fprs``
-            over all pairs (strict rule) with Wilson intervals.
+            over all pairs (strict rule) with Wilson intervals, and on ``n_boot`` identity
+            resamples of them (the same for every run) for :func:`compare_runs`.
         train_set: (uint8 images, noisy labels, noise codes) of the noisy training set, in
             item order (:func:`arclab.data.splits.noisy_training_set`).
 
     Returns:
         {row: {seed: {"tpr": {fpr: value}, "tpr_ci": {fpr: [lo, hi]}, "theta_y": final mean
-        angle to the own class weight (degrees)}}} and, under the key ``"drop"``,
+        angle to the own class weight (degrees), "losses" and "target_angles" (per step), and
+        per FPR a key such as "TPR@1e-3" with its value, "boot": {that key: (n_boot,) values
+        on the resamples}}}} and, under the key ``"drop"``,
         {seed: {"keep", "stats", "quality" (:func:`~arclab.losses.subcenter.drop_quality`),
         "analysis" (arrays of :func:`~arclab.losses.subcenter.dominant_subcenters` for the
         ``drop_k`` model)}}.
@@ -338,12 +342,18 @@ def run_subcenter_table(seeds: list[int], *, spec_kwargs: dict, label_noise: dic
     rows = ["clean, K=1", *[f"noisy, K={k}" for k in ks], f"noisy, K={drop_k}, drop, K=1"]
     out: dict = {r: {} for r in rows} | {"drop": {}}
 
+    counts = identity_resamples(len(np.unique(allpairs[1])), n_boot, seed=0)
+    names = {f"TPR@{f:.0e}".replace("e-0", "e-"): f for f in fprs}
+
     def score(run: dict) -> dict:
         feats = embed_images(run["model"], allpairs[0])
         r = tpr_at_fpr(feats, allpairs[1], list(fprs), progress=False)
+        values, boot = score_features(feats, allpairs[1], fprs=names, counts=counts)
         return {"tpr": {f: r[f]["tpr"] for f in fprs},
                 "tpr_ci": {f: list(r[f]["tpr_ci"]) for f in fprs},
-                "theta_y": run["target_angles"][-1] if run["target_angles"] else None}
+                "theta_y": run["target_angles"][-1] if run["target_angles"] else None,
+                "losses": run["losses"], "target_angles": run["target_angles"],
+                **values, "boot": boot}
 
     bar = tqdm(total=len(seeds) * len(rows), desc="sub-center runs", disable=not progress)
     for seed in seeds:

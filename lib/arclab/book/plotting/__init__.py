@@ -14,6 +14,7 @@ from arclab.book.plotting.feature_space import (
     features_3d,
 )
 from arclab.book.plotting.images import image_grid
+from arclab.book.plotting.intervals import paired_intervals
 from arclab.book.plotting.label_noise import drop_tradeoff, subcenter_angle_histograms
 from arclab.book.plotting.margin_curves import (
     decision_margins,
@@ -38,4 +39,4 @@ __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_re
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
            "overflow_policies", "target_logit_curves", "use_style", "embedding_projection",
            "pair_angle_histograms", "roc_log_fpr", "tpr_against_negatives", "training_curves",
-           "angle_histogram_grid", "target_angle_curves"]
+           "angle_histogram_grid", "paired_intervals", "target_angle_curves"]
