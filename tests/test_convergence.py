@@ -80,5 +80,7 @@ def test_the_table_applies_the_rule_to_every_run_and_names_why():
     assert not rows["a, seed 1"]["converged"] and "target angle" in rows["a, seed 1"]["why not"]
     assert rows["a, seed 1"]["θ_y drift (°)"] == pytest.approx(-50 * 60 / (steps - 1), rel=1e-6)
     assert rows["triplet, seed 0"]["final θ_y (°)"] is None
+    short = convergence_table({"a": {0: {"losses": [1.0] * 19, "target_angles": [5.0] * 19}}})
+    assert not short["a, seed 0"]["converged"] and "too few" in short["a, seed 0"]["why not"]
     with pytest.raises(ValueError, match="losses"):
         convergence_table({"a": {0: {"target_angles": []}}})

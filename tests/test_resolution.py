@@ -74,3 +74,19 @@ def test_paired_intervals_draws_each_interval_from_low_to_high_at_its_mean():
     assert sorted(points) == sorted(round(r["mean"], 6) for r in recs)
     with pytest.raises(ValueError, match="unit"):
         plotting.paired_intervals([recs[0], {**recs[1], "unit": "AP"}])
+
+
+def test_convergence_curves_draw_each_run_smoothed_and_shade_the_last_fifth():
+    rng = np.random.default_rng(0)
+    runs = {"arcface": {s: {"losses": list(5 + rng.normal(0, 1, 100)),
+                            "target_angles": list(np.linspace(90, 30, 100))} for s in (0, 1)},
+            "triplet": {0: {"losses": list(rng.normal(0, 1, 100)), "target_angles": []}}}
+    fig = plotting.convergence_curves(runs, smooth=10)
+    ax_loss, ax_theta = fig.axes[:2]
+    assert len(ax_loss.lines) == 3 and len(ax_theta.lines) == 2  # triplet: no θ_y
+    want = np.convolve(runs["arcface"][1]["losses"], np.ones(10) / 10, mode="valid")
+    assert np.allclose(ax_loss.lines[1].get_ydata(), want)
+    span = ax_loss.patches[0]
+    assert (span.get_x(), span.get_x() + span.get_width()) == (80.0, 100.0)
+    with pytest.raises(ValueError, match="runs"):
+        plotting.convergence_curves({})

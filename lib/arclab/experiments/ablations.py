@@ -197,15 +197,15 @@ def compare_runs(runs_a: dict, runs_b: dict, key: str, *, name_a: str, name_b: s
                           get(runs_b, True), name_a=name_a, name_b=name_b, unit=unit)
 
 
-def _score_run(run: dict, allpairs: tuple, fpr: float, counts: np.ndarray,
+def _score_run(run: dict, allpairs: tuple, fprs: dict[str, float], counts: np.ndarray,
                protocols: dict | None) -> tuple[dict, torch.Tensor]:
     """One run's scores (and the all-pairs features, for the detail statistics)."""
     feats = embed_images(run["model"], allpairs[0])
-    r = tpr_at_fpr(feats, allpairs[1], [fpr], progress=False)[fpr]
+    r = tpr_at_fpr(feats, allpairs[1], [fprs["tpr"]], progress=False)[fprs["tpr"]]
     out = {**{k: v for k, v in run["validation"][-1].items() if k != "step"},
            "tpr": r["tpr"], "tpr_ci": list(r["tpr_ci"]), "losses": run["losses"],
            "target_angles": run["target_angles"]}
-    values, boot = score_features(feats, allpairs[1], fprs={"tpr": fpr}, counts=counts)
+    values, boot = score_features(feats, allpairs[1], fprs=fprs, counts=counts)
     if protocols:
         more = protocol_scores(run["model"], protocols)
         values, boot = values | more[0], boot | more[1]
@@ -214,6 +214,7 @@ def _score_run(run: dict, allpairs: tuple, fpr: float, counts: np.ndarray,
 
 def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, validation: dict,
                  allpairs: tuple, train_set: tuple, fpr: float = 1e-4,
+                 more_fprs: dict[str, float] | None = None,
                  detail_seed: int | None = None, protocols: dict | None = None,
                  n_boot: int = 200, progress: bool = True) -> dict:
     """Train (or reload) and score every (variant, seed).
@@ -226,6 +227,8 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
         allpairs: (uint8 images (N, H, W, 3), ids (N,)) of unseen identities: TPR at ``fpr``
             over all pairs, test-side angle statistics and the pair-angle histograms.
         train_set: (uint8 images, labels) of the training set: training-side statistics.
+        more_fprs: more all-pairs scores, {key: FPR} (e.g. ``{"tpr@1e-3": 1e-3}``), each with
+            its value on the resamples (``fpr``'s is the key "tpr").
         detail_seed: the seed whose runs also get the angle statistics and pair histograms
             (default: the first of ``seeds``; the others are only scored, to save time).
         protocols: :func:`pair_protocols` of ``validation``: the protocol accuracies are then
@@ -234,9 +237,10 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
         n_boot: identity resamples of the all-pairs set (seeded, so the same for every call).
 
     Returns:
-        {name: {seed: {protocol accuracies..., "tpr", "tpr_ci", "losses", "target_angles",
-        "boot": {"tpr" and, with ``protocols``, each protocol: (n_boot,) values on the
-        resamples}, and for ``detail_seed``: "train_stats", "test_stats", "hist"}}}.
+        {name: {seed: {protocol accuracies..., "tpr", "tpr_ci", the ``more_fprs`` keys,
+        "losses", "target_angles", "boot": {"tpr", the ``more_fprs`` keys and, with
+        ``protocols``, each protocol: (n_boot,) values on the resamples}, and for
+        ``detail_seed``: "train_stats", "test_stats", "hist"}}}.
     """
     out: dict = {name: {} for name in names}
     detail_seed = seeds[0] if detail_seed is None else detail_seed
@@ -246,7 +250,8 @@ def run_ablation(names: list[str], seeds: list[int], *, spec_kwargs: dict, valid
         spec = tutorial_spec(**spec_kwargs, **parse_variant(name), seed=seed,
                              validation=validation)
         run = run_spec(spec, progress=False)
-        out[name][seed], feats = _score_run(run, allpairs, fpr, counts, protocols)
+        out[name][seed], feats = _score_run(run, allpairs, {"tpr": fpr} | (more_fprs or {}),
+                                            counts, protocols)
         if seed == detail_seed:  # the angle statistics and histograms the notebook shows
             train_feats = embed_images(run["model"], train_set[0], flip=False)
             weight = getattr(run["head"], "weight", None)

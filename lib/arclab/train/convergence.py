@@ -118,7 +118,8 @@ def convergence_table(runs: dict[str, dict], **tolerances) -> dict[str, dict]:
 
     Returns:
         {"name, seed s": {"converged", "loss drift (%)", "θ_y drift (°)", "final θ_y (°)",
-        "why not"}}; None where a run logs no target angle (e.g. the triplet loss).
+        "why not"}}; None where a run logs no target angle (e.g. the triplet loss); a run of
+        fewer than 20 steps is not converged, "why not" says it was too short to judge.
 
     Raises:
         ValueError: a run without "losses", and :func:`convergence`'s.
@@ -134,9 +135,14 @@ def convergence_table(runs: dict[str, dict], **tolerances) -> dict[str, dict]:
             if "losses" not in run:
                 raise ValueError(f"runs[{name!r}][{seed!r}] must hold 'losses'")
             angles = run.get("target_angles") or None
-            c = convergence(run["losses"], angles, **tolerances)
+            if len(run["losses"]) < 20:  # too short to judge: shown as not converged
+                c = {"converged": False, "loss_change": None, "angle_change_deg": None,
+                     "reasons": [f"{len(run['losses'])} steps: too few to judge (20 or more)"]}
+            else:
+                c = convergence(run["losses"], angles, **tolerances)
             rows[f"{name}, seed {seed}"] = {
-                "converged": c["converged"], "loss drift (%)": 100 * c["loss_change"],
+                "converged": c["converged"],
+                "loss drift (%)": None if c["loss_change"] is None else 100 * c["loss_change"],
                 "θ_y drift (°)": c["angle_change_deg"],
                 "final θ_y (°)": None if angles is None else float(np.mean(angles[-10:])),
                 "why not": "; ".join(c["reasons"])}

@@ -27,6 +27,7 @@ from arclab.book.plotting.roc import difficulty_curves, roc_log_fpr, tpr_against
 from arclab.book.plotting.style import class_colours, use_style
 from arclab.book.plotting.training import (
     angle_histogram_grid,
+    convergence_curves,
     embedding_projection,
     pair_angle_histograms,
     target_angle_curves,
@@ -39,4 +40,4 @@ __all__ = ["angle_histograms", "class_colours", "decision_margins", "decision_re
            "features_2d", "features_3d", "gradient_curves", "image_grid", "margin_panel",
            "overflow_policies", "target_logit_curves", "use_style", "embedding_projection",
            "pair_angle_histograms", "roc_log_fpr", "tpr_against_negatives", "training_curves",
-           "angle_histogram_grid", "paired_intervals", "target_angle_curves"]
+           "angle_histogram_grid", "convergence_curves", "paired_intervals", "target_angle_curves"]

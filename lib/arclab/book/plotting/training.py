@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from arclab.book.plotting.style import axes_or_new, class_colours
 
-__all__ = ["embedding_projection", "pair_angle_histograms", "training_curves"]
+__all__ = ["angle_histogram_grid", "convergence_curves", "embedding_projection",
+           "pair_angle_histograms", "target_angle_curves", "training_curves"]
 
 
 def training_curves(losses: list[float], validation: list[dict], *, smooth: int = 10,
@@ -122,4 +123,37 @@ def angle_histogram_grid(hists: dict[str, dict], edges: np.ndarray, *, ncols: in
     fig.suptitle("Angles between embeddings of unseen identities: same (solid) vs different "
                  "(dashed)", y=1.02)
     fig.tight_layout()
+    return fig
+
+
+def convergence_curves(runs: dict[str, dict], *, smooth: int = 10) -> Figure:
+    """What :func:`arclab.train.convergence.convergence` judges, for every run of an ablation:
+    left the training loss (nats), right the mean θ_y (degrees), one colour per name and one
+    line per seed (``smooth``-step running means); the last fifth of training, where the rule
+    looks, is shaded. ``runs``: {name: {seed: {"losses", "target_angles"}}}; a run without
+    target angles (triplet loss) appears only on the left.
+
+    Raises:
+        ValueError: no runs.
+    """
+    if not runs or not any(runs.values()):
+        raise ValueError("runs must hold at least one run")
+    fig, (ax_loss, ax_theta) = plt.subplots(1, 2, figsize=(10.0, 3.4))
+    longest = 0
+    for colour, (name, by_seed) in zip(class_colours(len(runs)), runs.items()):
+        for k, run in enumerate(by_seed.values()):
+            for ax, key in ((ax_loss, "losses"), (ax_theta, "target_angles")):
+                y = np.asarray(run.get(key) or [], dtype=float)
+                if len(y) >= smooth > 1:
+                    y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+                if len(y):
+                    ax.plot(np.arange(len(y)) + smooth, y, color=colour, lw=1.2, alpha=0.85,
+                            label=name if k == 0 else None)
+            longest = max(longest, len(run.get("losses") or []))
+    for ax in (ax_loss, ax_theta):
+        ax.axvspan(0.8 * longest, longest, color="0.9", zorder=0, label="last fifth")
+        ax.set_xlabel("step")
+    ax_loss.set(ylabel="training loss (nats)", title="Loss, every seed")
+    ax_theta.set(ylabel="mean θ_y (degrees)", title="Angle to the own class weight")
+    ax_theta.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
