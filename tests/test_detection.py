@@ -192,7 +192,7 @@ def test_ap_resamples_equal_the_ap_of_the_copied_images():
 
 
 def test_compare_rows_pairs_seeds_and_scene_resamples_and_drops_empty_resamples():
-    from arclab.detection.fit import compare_rows
+    from arclab.detection.ablation import compare_rows
     from arclab.evaluation.paired import compare_paired
 
     rng = np.random.default_rng(1)
@@ -213,6 +213,85 @@ def test_compare_rows_pairs_seeds_and_scene_resamples_and_drops_empty_resamples(
         compare_rows({"a": {0: {"hard": 0.1}}, "b": {0: {"hard": 0.2}}}, "a", "b", "hard")
     with pytest.raises(ValueError, match="must be in results"):
         compare_rows(res, "a", "c", "hard")
+
+
+def test_classify_equals_the_greedy_loop_on_random_scenes():
+    from torchvision.ops import box_iou
+
+    from arclab.detection.metrics import _classify
+
+    def loop(dets, gt, scored, iou):  # the WIDER evaluation's loop, detection by detection
+        out = np.zeros(len(dets), dtype=np.int64)
+        if len(gt) == 0 or len(dets) == 0:
+            return out
+        overlaps = box_iou(torch.as_tensor(dets[:, :4]), torch.as_tensor(gt)).numpy()
+        found = np.zeros(len(gt), dtype=bool)
+        for k in range(len(dets)):
+            j = int(np.argmax(overlaps[k]))
+            if overlaps[k, j] >= iou:
+                if not scored[j]:
+                    out[k] = -1
+                elif not found[j]:
+                    found[j], out[k] = True, 1
+        return out
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        g, d = int(rng.integers(0, 6)), int(rng.integers(0, 25))
+        xy = rng.uniform(0, 50, (g, 2))
+        gt = np.c_[xy, xy + rng.uniform(5, 20, (g, 2))]
+        near = gt[rng.integers(0, g, d)] if g else rng.uniform(0, 50, (d, 4))
+        dets = np.c_[near + rng.normal(0, rng.choice([0.5, 3.0, 8.0]), (d, 4)),
+                     rng.uniform(0, 1, d)].reshape(-1, 5)
+        scored, iou = rng.random(g) < 0.7, float(rng.choice([0.5, 0.7, 0.95]))
+        assert (_classify(dets, gt, scored, iou) == loop(dets, gt, scored, iou)).all()
+
+
+def test_roundoff_perturbs_the_initial_weights_by_ulps_and_keeps_old_cache_keys(tmp_path):
+    import hashlib
+    import json
+    from dataclasses import asdict, replace
+
+    from arclab.data.params import SynthConfig
+    from arclab.detection.dataset import scene_set
+    from arclab.detection.fit import ROUNDOFF, DetectorConfig, build_detector, config_key
+
+    data = scene_set(SynthConfig(seed=1), 4, size=64, face_px=(10.0, 40.0),
+                     directory=tmp_path / "scenes", progress=False)
+    cfg = DetectorConfig(steps=4, batch_size=2)
+    old = {k: v for k, v in asdict(cfg).items() if k != "roundoff"}  # the key before roundoff
+    h = hashlib.sha256(json.dumps(old, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(data["images"][:, ::7, ::7]).tobytes())
+    for boxes in data["boxes"]:
+        h.update(np.ascontiguousarray(boxes).tobytes())
+    assert config_key(cfg, data) == h.hexdigest()[:20]
+    moved = DetectorConfig(steps=4, batch_size=2, roundoff=1)
+    assert len({config_key(c, data) for c in (cfg, moved, replace(moved, roundoff=2))}) == 3
+    w0, w1, w1b = (torch.cat([p.flatten() for p in build_detector(c).parameters()])
+                   for c in (cfg, moved, moved))
+    assert torch.equal(w1, w1b) and not torch.equal(w0, w1)
+    nonzero = w0 != 0
+    ratio = (w1[nonzero] / w0[nonzero] - 1).abs()
+    assert 0 < ratio.max() < 8 * ROUNDOFF and torch.equal(w1[~nonzero], w0[~nonzero])
+    with pytest.raises(ValueError, match="roundoff must be an integer >= 0"):
+        DetectorConfig(roundoff=-1)
+
+
+def test_roundoff_rows_and_spread():
+    from arclab.detection.ablation import roundoff_rows, runs_json, spread
+
+    rows = roundoff_rows({"context": "ssh"}, 2)
+    assert [r["roundoff"] for r in rows.values()] == [0, 1, 2]
+    got = spread([{"hard": 0.1, "map": 0.02}, {"hard": 0.3, "map": 0.04}], ("hard", "map"))
+    assert got["hard"] == pytest.approx((20.0, 100 * np.std([0.1, 0.3], ddof=1), 20.0))
+    assert got["map"] == pytest.approx((3.0, 100 * np.std([0.02, 0.04], ddof=1), 2.0))
+    saved = runs_json({"a": {3: {"map": float("nan"), "boot": {"map": np.array([0.1, np.nan])},
+                                 "losses": [1.0]}}}, ("map",))
+    assert saved == {"a": {"3": {"map": None, "boot": {"map": [0.1, None]}}}}
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        roundoff_rows({}, 0)
+    with pytest.raises(ValueError, match="runs must be two or more"):
+        spread([{"easy": 0.1, "hard": 0.1, "map": 0.1}])
 
 
 class _Fixed(nn.Module):

@@ -11,6 +11,7 @@ from documented_raises import sweep_tests
 from arclab import atomic
 from arclab.data.params import SynthConfig
 from arclab.detection import (
+    ablation,
     coding,
     dataset,
     deform,
@@ -23,8 +24,8 @@ from arclab.detection import (
 )
 from arclab.parallel import checkpoint, layout, optim, sizing
 
-MODULES = [sizing, layout, checkpoint, optim, coding, dataset, deform, dense, fit, loss,
-           matching, metrics, priors, atomic]
+MODULES = [sizing, layout, checkpoint, optim, coding, dataset, deform, dense, fit, ablation,
+           loss, matching, metrics, priors, atomic]
 
 NO_ERRORS = {  # public functions and classes with no error to document, and why
     "arclab.parallel.layout.seed_of": "hashes the decimal text of its arguments",
@@ -44,8 +45,9 @@ NO_ERRORS = {  # public functions and classes with no error to document, and why
     "arclab.detection.fit.train_detector": "trains (not run here; a non-finite loss raises "
                                            "FloatingPointError, documented on _train_step)",
     "arclab.detection.fit.evaluate_detector": "runs a model over a checked scene_set",
-    "arclab.detection.fit.run_rows": "trains rows of checked configs (not run here)",
-    "arclab.detection.fit.summarise_rows": "averages run_rows' results",
+    "arclab.detection.ablation.run_rows": "trains rows of checked configs (not run here)",
+    "arclab.detection.ablation.summarise_rows": "averages run_rows' results",
+    "arclab.detection.ablation.runs_json": "copies run_rows' results into plain types",
     "arclab.atomic.temp_name": "formats a file name",
     "arclab.atomic.atomic_path": "a context manager; the OS's errors pass through",
 }
@@ -117,8 +119,12 @@ CASES = [
     # detection/fit (the checks only: nothing is trained)
     (fit.DetectorConfig, ValueError, "backbone must be 'mobilenet0.25' or 'resnet50'",
      lambda t: fit.DetectorConfig(backbone="vgg")),
-    (fit.compare_rows, ValueError, "rows 'x' and 'y' must be in results",
-     lambda t: fit.compare_rows({"x": {}}, "x", "y", "hard")),
+    (ablation.compare_rows, ValueError, "rows 'x' and 'y' must be in results",
+     lambda t: ablation.compare_rows({"x": {}}, "x", "y", "hard")),
+    (ablation.roundoff_rows, ValueError, "n must be an integer >= 1, got True",
+     lambda t: ablation.roundoff_rows({}, True)),
+    (ablation.spread, ValueError, "runs must be two or more without NaN",
+     lambda t: ablation.spread([{"map": 0.1}, {"map": float("nan")}], ("map",))),
     # detection/loss, matching, priors
     (loss.multitask_loss, ValueError, "recipe must be one of",
      lambda t: _loss(recipe="ssd")),

@@ -112,6 +112,8 @@ CASES = [
      lambda t: convergence.convergence([1.0] * 5)),
     (convergence.convergence, ValueError, "losses must be finite",
      lambda t: convergence.convergence([float("nan")] * 20)),
+    (convergence.convergence_table, ValueError, "must hold 'losses'",
+     lambda t: convergence.convergence_table({"a": {0: {"target_angles": []}}})),
 ]
 
 

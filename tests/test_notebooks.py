@@ -479,11 +479,14 @@ def test_10_retinaface_counts_matching_and_a_rerun_of_its_detector(smoke_run, tm
 def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, monkeypatch):
     from dataclasses import replace
 
+    from arclab.book.resolution import headline
     from arclab.data.params import SynthConfig
+    from arclab.detection.ablation import ABLATION_LABELS, ABLATION_ROWS, compare_rows, spread
     from arclab.detection.dataset import scene_set
-    from arclab.detection.fit import ABLATION_ROWS, DetectorConfig, train_detector
+    from arclab.detection.fit import DetectorConfig, train_detector
 
-    p = smoke_params("11_retinaface_ablation", {"data_seed": 0, "recipes": ["paper", "port"]})
+    p = smoke_params("11_retinaface_ablation", {"data_seed": 0, "recipes": ["paper", "port"],
+                                                "n_roundoff": 2, "target_ap": 2.0})
     res = results(smoke_run, "11_retinaface_ablation")
     assert set(res["rows"]) == set(p["rows"]) and set(res["recipes"]) == set(p["recipes"])
     for row in p["rows"]:
@@ -497,8 +500,6 @@ def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, mo
     assert res["gaps"] and all(c.split(" vs ")[0] in p["rows"] and c.split(" vs ")[1].split(
         ":")[0] in p["rows"] for c in res["gaps"])
     # each claim's verdict follows its interval on the slides' side (one claim per gap)
-    from arclab.detection.fit import ABLATION_LABELS
-
     ref, verdicts = res["paper"], {c["claim"]: c["outcome"] for c in res["claims"]}
     assert len(verdicts) == len(res["gaps"])
     metric = {"easy": "easy AP", "medium": "medium AP", "hard": "hard AP", "map": "mAP"}
@@ -512,6 +513,45 @@ def test_11_retinaface_ablation_rows_summary_and_a_rerun(smoke_run, tmp_path, mo
         want = ("unresolved" if gap["better"] is None else
                 "reproduces" if gap["better"] == names[0] else "reversed")
         assert verdicts[f"{names[0]} beats {names[1]} ({metric[k]})"] == want
+    # stability: the first seed's FPN+Context run and its round-off variants
+    st = res["stability"]
+    assert st["rerun_identical"] is True
+    assert set(st["roundoff_runs"]) == {f"round-off {k}" for k in range(p["n_roundoff"] + 1)}
+    ro = [runs[str(p["seeds"][0])] for runs in st["roundoff_runs"].values()]
+    assert ro[0] == st["seed_runs"][str(p["seeds"][0])]  # round-off 0 is the seed's own run
+    for saved, runs in zip(st["spread"].values(), (st["seed_runs"].values(), ro)):
+        assert saved.keys() == {"easy", "hard", "map"}
+        for k, (mean, sd, width) in spread(runs).items():
+            assert saved[k] == pytest.approx([mean, sd, width])
+    if "fpn_context" in p["rows"]:  # the same runs as the row's (scored without resamples)
+        for s, run in st["seed_runs"].items():
+            assert run["map"] == res["rows"]["fpn_context"][s]["map"]
+    # headlines: each row vs FPN+Context (mAP), L_pts on hard AP, the recipes on mAP and hard
+    label = {**ABLATION_LABELS, "paper": "paper recipe", "port": "port recipe"}
+    by_label = {v: k for k, v in label.items()}
+    key_of = {v: k for k, v in metric.items()}
+    heads = res["headlines"]
+    want_heads = [f"{label[r]} − FPN+Context (mAP)" for r in p["rows"] if r != "fpn_context"]
+    want_heads += ["+DCN+L_pts − +DCN (hard AP)"] if {"dcn", "dcn_pts"} <= set(p["rows"]) else []
+    want_heads += ["port recipe − paper recipe (mAP)", "port recipe − paper recipe (hard AP)"]
+    assert [h["comparison"] for h in heads] == want_heads  # none dropped at the smoke scale
+    runs_of = {"rows": res["rows"], "recipes": res["recipe_runs"]}
+    for h in heads:
+        assert h["unit"] == "AP" and h["target"] == p["target_ap"]
+        assert h["met"] == (h["half_width"] <= h["target"])
+        assert h["low"] == pytest.approx(h["mean"] - h["half_width"])
+        assert h["high"] == pytest.approx(h["mean"] + h["half_width"])
+        assert h["better"] == (h["a"] if h["low"] > 0 else h["b"] if h["high"] < 0 else None)
+        a, b = by_label[h["a"]], by_label[h["b"]]
+        k = key_of[h["comparison"].rsplit(" (", 1)[1].rstrip(")")]
+        assert h["paper"] == (f"{ref[a][k] - ref[b][k]:+.2f}" if a in ref else "-")
+        # recomputed from the saved per-seed values and scene resamples
+        saved = runs_of["recipes" if a in ("paper", "port") else "rows"]
+        rebuilt = {r: {int(s): {k: run[k], "boot": {k: np.array(run["boot"][k], dtype=float)}}
+                       for s, run in saved[r].items()} for r in (a, b)}
+        again = headline(compare_rows(rebuilt, a, b, k, names=label), target=p["target_ap"],
+                         paper=h["paper"], label=h["comparison"])
+        assert again == pytest.approx(h)
     monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path))
     data = scene_set(SynthConfig(seed=p["data_seed"]), p["n_train_scenes"],
                      size=p["image_size"], progress=False)

@@ -3,8 +3,11 @@
 :func:`train_detector` runs SGD with the multitask loss of a named recipe
 (:data:`arclab.detection.loss.RECIPES`) on a :func:`arclab.detection.dataset.scene_set`, with
 random horizontal flips, warm-up and step decay; it is deterministic by seed (the batches of a
-step and the flips are pure functions of (seed, step)) and resumes from its checkpoint, which
-is keyed by the config so that a changed setting never resumes a stale run.
+step and the flips are pure functions of (seed, step); bit for bit on one machine and thread
+count) and resumes from its checkpoint, which is keyed by the config so that a changed setting
+never resumes a stale run. Round-off alone (another thread count, or ``roundoff``'s change of
+a few ulps in the initial weights) moves a run about as far as another seed does: a single
+LeakyReLU unit changing sign moves the whole gradient, and SGD amplifies that within steps.
 :func:`evaluate_detector` detects on a scene set and scores arclab's continuous WIDER-style AP
 per difficulty, its average over IoU 0.5:0.95 (``map``) and the landmark NME of the matched faces.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +37,8 @@ from arclab.detection.loss import RECIPES, multitask_loss
 from arclab.detection.model import RetinaFace, preprocess
 from arclab.detection.postprocess import detect
 from arclab.detection.priors import priors
-from arclab.evaluation.paired import Comparison, compare_paired
 
-__all__ = ["ABLATION_LABELS", "ABLATION_ROWS", "DetectorConfig", "build_detector",
-           "compare_rows", "config_key", "evaluate_detector", "run_rows", "summarise_rows",
+__all__ = ["ROUNDOFF", "DetectorConfig", "build_detector", "config_key", "evaluate_detector",
            "train_detector"]
 
 
@@ -47,6 +48,9 @@ class DetectorConfig:
 
     ``steps`` are optimizer steps of ``batch_size`` scenes; the learning rate warms up
     linearly over ``warmup_steps`` and drops ×0.1 at each fraction of ``milestones``.
+    ``roundoff`` > 0 multiplies each initial weight of the seed by (1 + 1e-6·z), z ~ N(0, 1)
+    drawn with that seed: a change at float32 round-off size (a few ulps), to measure how far
+    round-off alone moves a run (:data:`ROUNDOFF`; notebook 11).
 
     Raises:
         ValueError: an unknown backbone, context or recipe; a count or step size out of
@@ -67,6 +71,7 @@ class DetectorConfig:
     milestones: tuple[float, ...] = (0.6, 0.85)
     flip: bool = True
     seed: int = 0
+    roundoff: int = 0                 # 0: the seed's initialisation; k > 0: it perturbed (above)
 
     def __post_init__(self) -> None:
         if self.backbone not in ("mobilenet0.25", "resnet50"):
@@ -80,7 +85,7 @@ class DetectorConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        for key in ("warmup_steps", "seed"):
+        for key in ("warmup_steps", "seed", "roundoff"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
@@ -93,9 +98,20 @@ class DetectorConfig:
                              "has none")
 
 
+ROUNDOFF = 1e-6
+"""Relative size of the initial-weight perturbation of ``DetectorConfig(roundoff=k)``."""
+
+_LATER_FIELDS = {"roundoff": 0}  # fields added later: hashed only when set (old keys stay)
+
+
 def config_key(cfg: DetectorConfig, data: dict) -> str:
-    """A hash of the config and of the training scenes' pixels and labels (20 hex digits)."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    """A hash of the config and of the training scenes' pixels and labels (20 hex digits).
+
+    Fields added to :class:`DetectorConfig` later enter the hash only when they differ from
+    their default, so the runs cached before they existed keep their keys."""
+    fields = {k: v for k, v in asdict(cfg).items()
+              if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     h.update(np.ascontiguousarray(data["images"][:, ::7, ::7]).tobytes())
     for boxes in data["boxes"]:
         h.update(np.ascontiguousarray(boxes).tobytes())
@@ -103,10 +119,17 @@ def config_key(cfg: DetectorConfig, data: dict) -> str:
 
 
 def build_detector(cfg: DetectorConfig) -> nn.Module:
-    """The RetinaFace model of a config, initialised from ``cfg.seed``."""
+    """The RetinaFace model of a config, initialised from ``cfg.seed`` (and perturbed by
+    :data:`ROUNDOFF` with ``cfg.roundoff``)."""
     torch.manual_seed(cfg.seed)
-    return RetinaFace(cfg.backbone, context=cfg.context,
-                      dense_dim=len(DENSE_PARAMS) if cfg.pixel else 0)
+    model = RetinaFace(cfg.backbone, context=cfg.context,
+                       dense_dim=len(DENSE_PARAMS) if cfg.pixel else 0)
+    if cfg.roundoff:
+        gen = torch.Generator().manual_seed(cfg.roundoff)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1 + ROUNDOFF * torch.randn(p.shape, generator=gen))
+    return model
 
 
 def _best_prior_per_face(result: dict) -> tuple[Tensor, Tensor, Tensor]:
@@ -324,80 +347,3 @@ def evaluate_detector(model: nn.Module, data: dict, *, batch_size: int = 8,
                                for t in np.linspace(0.5, 0.95, 10)], axis=0)
         result["boot"] = boot
     return result | {"detections": dets}
-
-
-ABLATION_LABELS: dict[str, str] = {  # the slides' names of the rows
-    "fpn_context": "FPN+Context", "dcn": "+DCN", "dcn_pts": "+DCN+L_pts",
-    "dcn_pixel": "+DCN+L_pixel", "dcn_pts_pixel": "+DCN+L_pts+L_pixel"}
-
-ABLATION_ROWS: dict[str, dict[str, object]] = {
-    "fpn_context": {"context": "ssh", "landmarks": False, "pixel": False},
-    "dcn": {"context": "ssh_dcn", "landmarks": False, "pixel": False},
-    "dcn_pts": {"context": "ssh_dcn", "landmarks": True, "pixel": False},
-    "dcn_pixel": {"context": "ssh_dcn", "landmarks": False, "pixel": True},
-    "dcn_pts_pixel": {"context": "ssh_dcn", "landmarks": True, "pixel": True},
-}
-"""The slides' multitask-loss ablation rows as config overrides (keys as in
-``arclab.reference.RETINAFACE_ABLATION``): FPN+Context, +DCN, +L_pts, +L_pixel, +L_pts+L_pixel.
-Without L_pts the landmark head is still there but untrained."""
-
-
-def run_rows(rows: dict[str, dict], seeds: list[int], base: DetectorConfig, train_set: dict,
-             val_set: dict, *, progress: bool = True, counts=None) -> dict[str, dict[int, dict]]:
-    """Train (or reload from the cache) and evaluate ``base`` with each row's overrides and
-    each seed.
-
-    Returns: {row: {seed: {"easy", "medium", "hard", "map", "nme", "landmark_faces",
-    "losses", "terms", "seconds"}}} (``seconds``: training time of this call, about 0 when
-    the run was cached), and "boot" with ``counts`` (:func:`evaluate_detector`).
-    """
-    out: dict[str, dict[int, dict]] = {row: {} for row in rows}
-    jobs = [(row, seed) for row in rows for seed in seeds]
-    for row, seed in tqdm(jobs, desc="ablation runs", disable=not progress):
-        cfg = replace(base, seed=seed, **rows[row])
-        run = train_detector(cfg, train_set, progress=False)
-        scores = evaluate_detector(run["model"], val_set, counts=counts)
-        out[row][seed] = {**{k: v for k, v in scores.items() if k not in ("detections", "pr")},
-                          "losses": run["losses"], "terms": run["terms"],
-                          "seconds": run["seconds"]}
-    return out
-
-
-def summarise_rows(results: dict[str, dict[int, dict]],
-                   keys: tuple[str, ...] = ("easy", "medium", "hard", "map", "nme")
-                   ) -> dict[str, dict[str, tuple[float, float]]]:
-    """{row: {key: (mean, population std over seeds)}}."""
-    return {row: {k: (float(np.mean([r[k] for r in runs.values()])),
-                      float(np.std([r[k] for r in runs.values()]))) for k in keys}
-            for row, runs in results.items()}
-
-
-def compare_rows(results: dict[str, dict[int, dict]], a: str, b: str, key: str, *,
-                 names: dict[str, str] | None = None, level: float = 0.95) -> Comparison | None:
-    """Row ``a`` − row ``b`` of :func:`run_rows`'s results (with ``counts``) on ``key`` in AP
-    points, paired over common seeds and scene resamples (``paired.compare_paired``), leaving
-    out resamples without a face of the subset (NaN in every run). None when a run's AP is NaN
-    or under two resamples remain. ``names``: what the verdict calls the rows.
-
-    Raises:
-        ValueError: a row missing, no seed in common, or a run without "boot".
-
-    Example:
-        >>> run = lambda ap, boot: {"hard": ap, "boot": {"hard": np.array(boot)}}
-        >>> res = {"x": {0: run(0.5, [0.45, 0.55, 0.5])}, "y": {0: run(0.3, [0.3, 0.32, 0.28])}}
-        >>> c = compare_rows(res, "x", "y", "hard")
-        >>> f"{c.mean:+.1f} ± {c.half_width:.1f} {c.unit}: {c.better}"
-        '+20.0 ± 8.5 AP: x'
-    """
-    seeds = sorted(set(results[a]) & set(results[b])) if a in results and b in results else []
-    if not seeds or any("boot" not in results[r][s] for r in (a, b) for s in seeds):
-        raise ValueError(f"rows {a!r} and {b!r} must be in results, share a seed, and hold "
-                         f"scene resamples (pass counts to run_rows); rows: {sorted(results)}")
-    va, vb = (100 * np.array([results[r][s][key] for s in seeds]) for r in (a, b))
-    ba, bb = (100 * np.stack([results[r][s]["boot"][key] for s in seeds]) for r in (a, b))
-    keep = np.isfinite(ba).all(0) & np.isfinite(bb).all(0)
-    if not (np.isfinite(va).all() and np.isfinite(vb).all()) or keep.sum() < 2:
-        return None
-    names = names or {}
-    return compare_paired(va, vb, ba[:, keep], bb[:, keep], name_a=names.get(a, a),
-                          name_b=names.get(b, b), unit="AP", level=level)

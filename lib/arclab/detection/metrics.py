@@ -62,14 +62,12 @@ def _classify(dets: np.ndarray, gt: np.ndarray, scored: np.ndarray, iou: float) 
         return out
     overlaps = box_iou(torch.as_tensor(dets[:, :4], dtype=torch.float64),
                        torch.as_tensor(gt, dtype=torch.float64)).numpy()
-    found = np.zeros(len(gt), dtype=bool)
-    for k in range(len(dets)):
-        j = int(np.argmax(overlaps[k]))
-        if overlaps[k, j] >= iou:
-            if not scored[j]:
-                out[k] = -1
-            elif not found[j]:
-                found[j], out[k] = True, 1
+    j = overlaps.argmax(axis=1)  # each detection's best face; a match needs IoU >= iou
+    hit = overlaps[np.arange(len(dets)), j] >= iou
+    out[hit & ~scored[j]] = -1  # on a face outside the subset: ignored
+    counted = np.flatnonzero(hit & scored[j])
+    _, first = np.unique(j[counted], return_index=True)
+    out[counted[first]] = 1  # the first detection of each face; later ones stay 0 (duplicates)
     return out
 
 
