@@ -10,8 +10,8 @@ import json
 import nbformat
 import pytest
 
-ABLATIONS = ("05_margin_ablation", "06_subcenter_arcface", "11_retinaface_ablation",
-             "12_alignment_improves_arcface")  # 09 joins when its headlines land (issue 33)
+ABLATIONS = ("05_margin_ablation", "06_subcenter_arcface", "09_lightweight_challenge",
+             "11_retinaface_ablation", "12_alignment_improves_arcface")
 
 
 def _shown(path) -> str:

@@ -635,10 +635,11 @@ def test_12_alignment_rows_and_the_ground_truth_row_recomputed(smoke_run, tmp_pa
 
 
 def test_09_challenge_rules_tables_submission_and_distillation(smoke_run):
+    from arclab.experiments import ablations
     from arclab.models import MODEL_NAMES
 
     res = results(smoke_run, "09_lightweight_challenge")
-    p = smoke_params("09_lightweight_challenge", {"seed": 0, "embedding_size": 256})
+    p = smoke_params("09_lightweight_challenge", {"seeds": [0, 1, 2], "embedding_size": 256})
     # the rules, re-applied here from the counted numbers
     assert set(res["costs_112"]) == set(MODEL_NAMES)
     for c in res["costs_112"].values():
@@ -653,7 +654,7 @@ def test_09_challenge_rules_tables_submission_and_distillation(smoke_run):
         assert row["GFLOPs"] == pytest.approx(2 * row["GMACs"], rel=0.02)
     # every model on every FPR; pair counts in closed form; chance is TPR = FPR
     models = {"light", "large", "light, distilled"}
-    assert set(res["image"]) == models
+    assert set(res["image"]) == models and res["seeds"] == p["seeds"]
     n = p["n_ids"] * p["n_images"]
     n_pos = p["n_ids"] * p["n_images"] * (p["n_images"] - 1) // 2
     assert res["n_pairs"] == {"positive": n_pos, "negative": n * (n - 1) // 2 - n_pos}
@@ -662,30 +663,57 @@ def test_09_challenge_rules_tables_submission_and_distillation(smoke_run):
             assert r["n_pos"] == n_pos and r["fpr_achieved"] <= float(f)
             assert r["tpr_ci"][0] <= r["tpr"] <= r["tpr_ci"][1]
         assert rows[str(1e-1)]["tpr"] > 0.2, name  # twice chance at the loosest FPR
-    assert set(res["video"]) == {f"{m}, {w}" for m in models for w in ("mean", "norm3")}
+    videos = {f"{m}, {w}" for m in models for w in ("mean", "norm3")}
+    assert set(res["video"]) == videos
     assert res["submission_equal"] is True
     assert set(res["refusals"]) == {"a row missing", "513-d features"}
     assert "the rules allow at most 512" in res["refusals"]["513-d features"]
     assert 0 <= res["to_teacher"]["light, distilled"] <= 4
+    assert set(res["convergence"]) == {f"{m}, seed {s}" for m in models for s in p["seeds"]}
+    # per seed: every run scored; the first seed's full-set values are the tables' (the top-
+    # impostor scorer and allpairs_tpr_boot against the evaluator)
+    per = {kind: {name: {int(s): r for s, r in by.items()} for name, by in rows.items()}
+           for kind, rows in res["per_seed"].items()}
+    assert set(per["image"]) == models and set(per["video"]) == videos
+    first = p["seeds"][0]
+    for name in models:
+        assert set(per["image"][name]) == set(p["seeds"])
+        for key, f in (("TPR@1e-3", 1e-3), ("TPR@1e-4", 1e-4), ("TPR@1e-8", 1e-8)):
+            assert per["image"][name][first][key] == res["image"][name][str(f)]["tpr"]
+    for key in videos:
+        assert per["video"][key][first]["TPR@1e-2"] == pytest.approx(
+            res["video"][key][str(1e-2)]["tpr"], abs=1e-12)
+    # the headlines: recomputed from the per-seed values, verdicts from their intervals
+    heads = res["headlines"]
+    assert [(h["a"], h["b"]) for h in heads] == [
+        ("large", "light"), ("light, distilled", "light"),
+        *[(f"{m}, norm3", f"{m}, mean") for m in ("light", "large", "light, distilled")]]
+    for h in heads:
+        table, key = (per["video"], "TPR@1e-2") if "videos" in h["comparison"] else (
+            per["image"], "TPR@1e-3")
+        c = ablations.compare_runs(table[h["a"]], table[h["b"]], key, name_a=h["a"],
+                                   name_b=h["b"])
+        assert (h["mean"], h["low"], h["high"]) == pytest.approx((c.mean, c.low, c.high))
+        assert h["n_seeds"] == len(p["seeds"]) and h["target"] == 1.0
+        assert h["met"] == (h["half_width"] <= h["target"])
+        side = h["a"] if h["low"] > 0 else h["b"] if h["high"] < 0 else None
+        assert h["better"] == side and h["verdict"].startswith(
+            f"{side} better" if side else "not resolved")
     # claims: published values from arclab.reference, verdicts from the rules they state
     from arclab import reference
-    from arclab.evaluation import ci_above
 
     claims = {c["claim"]: c for c in res["claims"]}
-    assert len(claims) == 11 and all(c["passed"] == (c["outcome"] == "reproduces")
+    assert len(claims) == 13 and all(c["passed"] == (c["outcome"] == "reproduces")
                                      for c in claims.values())
     y2 = claims["y2 fits the light track at the README's FLOPs"]
     assert y2["paper"].startswith(f"{reference.LFR_BACKBONES['y2']['flops'] / 1e6:.0f}M")
     mnet = res["costs_112"]["mnet_lfr"]["flops"] / reference.LFR_BACKBONES["mnet_lfr"]["flops"]
     assert claims["Table 3 MobileNet's cost"]["passed"] == (abs(mnet - 1) < 0.05)
-    img = {n: {float(f): r for f, r in rows.items()} for n, rows in res["image"].items()}
-    assert claims["distillation improves the light model (conclusion 2)"]["passed"] == all(
-        ci_above(img["light, distilled"][f], img["light"][f]) for f in (1e-2, 1e-4))
-    # the video gaps' full-set TPR (allpairs_tpr_boot) is tpr_at_fpr's, in points
-    for key, gap in res["video_gaps"].items():
-        a, b = key.split(" vs ")
-        assert gap["mean"] == pytest.approx(
-            100 * (res["video"][a][str(1e-2)]["tpr"] - res["video"][b][str(1e-2)]["tpr"]))
+    distil = ablations.compare_runs(per["image"]["light, distilled"], per["image"]["light"],
+                                    "TPR@1e-3", name_a="light, distilled", name_b="light")
+    outcome = {"light, distilled": "reproduces", "light": "reversed", None: "unresolved"}
+    assert claims["distillation improves the light model at 1e-03 (conclusion 2)"][
+        "outcome"] == outcome[distil.better]
     assert claims["the organisers' score of the file equals ours"]["passed"] is True
 
 
