@@ -13,6 +13,8 @@
 - :mod:`~arclab.evaluation.paired`: A − B over paired seeds with an interval for seed and
   test-set noise and a verdict, identity-level resamples of a test set, and the scale that
   would resolve a comparison (every ablation);
+- :mod:`~arclab.evaluation.resampled_tpr`: the all-pairs TPR at FPR on identity resamples
+  from the genuine pairs and the top impostors only (every ablation's TPR intervals);
 - :mod:`~arclab.evaluation.angles`: angle statistics of an embedding (the ArcFace paper's
   angle table, notebook 05);
 - :mod:`~arclab.evaluation.pixel_baseline`: raw pixels + PCA, the matcher that calibrates how

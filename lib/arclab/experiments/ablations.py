@@ -28,11 +28,11 @@ from arclab.evaluation import all_pair_scores, tpr_at_fpr, verification_accuracy
 from arclab.evaluation.angles import angle_statistics
 from arclab.evaluation.paired import (
     Comparison,
-    allpairs_tpr_boot,
     compare_paired,
     grouped_mean_boot,
     identity_resamples,
 )
+from arclab.evaluation.resampled_tpr import tpr_resamples
 from arclab.losses.subcenter import drop_noisy, drop_quality
 from arclab.models import embed_images
 from arclab.train.config import LOSSES
@@ -87,8 +87,8 @@ def score_features(features, ids, *, fprs: dict[str, float], counts: np.ndarray,
                    pairs: tuple | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Scores of one feature set, each on the whole test set and on every identity resample.
 
-    TPR at each FPR over all pairs (strict rule, :func:`arclab.evaluation.paired.
-    allpairs_tpr_boot`: the value equals :func:`~arclab.evaluation.tpr_at_fpr`'s) and, given
+    TPR at each FPR over all pairs (strict rule, :func:`arclab.evaluation.resampled_tpr.
+    tpr_resamples`: the value equals :func:`~arclab.evaluation.tpr_at_fpr`'s) and, given
     ``pairs``, the 10-fold accuracy on them: each pair judged at its fold's threshold (the
     10-fold mean when the folds are of equal size), resampled by the identity of its left image.
 
@@ -112,11 +112,7 @@ def score_features(features, ids, *, fprs: dict[str, float], counts: np.ndarray,
         ({'TPR@0.1': 1.0}, (5,))
     """
     ids = np.asarray(ids)
-    i, j, s = (t.numpy() for t in all_pair_scores(features))
-    values, boots = {}, {}
-    for name, fpr in fprs.items():
-        values[name] = float(allpairs_tpr_boot((i, j, s), ids, fpr)[0])
-        boots[name] = allpairs_tpr_boot((i, j, s), ids, fpr, counts)
+    values, boots = tpr_resamples(features, ids, fprs, counts)
     if pairs is not None:
         left, right, same = (np.asarray(a) for a in pairs)
         groups = np.searchsorted(np.unique(ids), ids[left])

@@ -1,9 +1,10 @@
 """All-pairs TPR at FPR on identity resamples of a large test set, from the pairs that decide it.
 
 The challenge notebook compares models over seeds on every pair of a 15,000-image set
-(112 million pairs). :func:`arclab.experiments.ablations.score_features` holds every pair in
-memory and sorts it (about 10 GB and minutes per model at that size); :func:`tpr_resamples`
-gives the same numbers from the few pairs that can matter: the genuine pairs (the sum over
+(112 million pairs). Holding every pair in memory and sorting it
+(:func:`~arclab.evaluation.paired.allpairs_tpr_boot` on :func:`~arclab.evaluation.all_pair_scores`)
+takes about 10 GB and minutes per model at that size; :func:`tpr_resamples` gives the same
+numbers from the few pairs that can matter: the genuine pairs (the sum over
 identities of C(n_id, 2)) and the highest-scoring impostors. The threshold of replicate r is
 the (k_r + 1)-th largest impostor score, each impostor pair of identities p and q weighing
 count_p·count_q (:func:`~arclab.evaluation.paired.allpairs_tpr_boot`), so only a prefix of
@@ -14,7 +15,7 @@ equals :func:`~arclab.evaluation.tpr_at_fpr`'s strict TPR and every replicate eq
 
 Units: rates are fractions; scores are cosines.
 
-Taught in: notebooks/09_lightweight_challenge.ipynb
+Taught in: notebooks/09_lightweight_challenge.ipynb, notebooks/05_margin_ablation.ipynb
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def tpr_resamples(features: Tensor | np.ndarray, ids, fprs: dict[str, float],
                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Strict TPR at each FPR over all pairs, on the set and on each identity resample.
 
-    The same numbers as ``score_features(features, ids, fprs=fprs, counts=counts)`` (without
-    ``pairs``) in O(N·D + genuine pairs + top impostors) memory: one pass over the score
+    The numbers of ``allpairs_tpr_boot`` on every pair, in O(N·D + genuine pairs + top
+    impostors) memory: one pass over the score
     tiles keeps the genuine pairs and the 2·max(k) + 4,096 highest impostors (k = floor(f·W)
     for each FPR f and replicate's impostor weight W); a second pass with four times as many
     runs only where the kept impostors' weight does not reach k + 1 in some replicate.
@@ -149,6 +150,8 @@ def tpr_resamples(features: Tensor | np.ndarray, ids, fprs: dict[str, float],
     for name, f in fprs.items():
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             raise ValueError(f"fprs[{name!r}] must be in (0, 1], got {f!r}")
+    if not fprs:  # nothing asked: no pass over the tiles
+        return {}, {}
     c = np.vstack([np.ones((1, len(labels)), np.int64), c.astype(np.int64)])  # row 0: the set
     mass = c * np.bincount(who)
     total = (mass.sum(1) ** 2 - (mass * mass).sum(1)) // 2  # impostor weight per replicate

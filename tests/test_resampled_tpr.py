@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from arclab.evaluation import all_pair_scores, allpairs_tpr_boot, identity_resamples, tpr_at_fpr
-from arclab.experiments import lightweight
-from arclab.experiments.lightweight import tpr_resamples
+from arclab.evaluation import (
+    all_pair_scores,
+    allpairs_tpr_boot,
+    identity_resamples,
+    resampled_tpr,
+    tpr_at_fpr,
+)
+from arclab.evaluation.resampled_tpr import tpr_resamples
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -55,8 +60,8 @@ def test_keeps_only_the_top_impostors_and_widens_when_a_resample_needs_more(monk
     counts[0] = 0
     counts[0, :2] = [n_ids - 1, 1]
     fprs = {"1e-3": 1e-3, "1e-4": 1e-4}
-    kept, scan = [], lightweight._scan
-    monkeypatch.setattr(lightweight, "_scan", lambda x, who, block, keep: (
+    kept, scan = [], resampled_tpr._scan
+    monkeypatch.setattr(resampled_tpr, "_scan", lambda x, who, block, keep: (
         kept.append(keep), scan(x, who, block, keep))[1])
     values, boots = tpr_resamples(f, ids, fprs, counts, block_size=128)
     assert len(kept) >= 2 and all(b == 4 * a for a, b in zip(kept, kept[1:]))
