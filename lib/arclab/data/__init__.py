@@ -15,7 +15,9 @@ nuisances.
 - :mod:`~arclab.data.render.jpeg`: the differentiable JPEG the renderer degrades images with.
 
 Real formats (``data/README.md``): :mod:`~arclab.data.recordio` (MXNet ``train.rec``) and
-:mod:`~arclab.data.formats` (verification ``.bin``, image folders, WIDER FACE labels).
+:mod:`~arclab.data.formats` (verification ``.bin``, image folders, WIDER FACE labels);
+:mod:`~arclab.data.real_sets` turns a notebook's ``train_data`` / ``eval_data`` path into the
+spec sections that train and validate on them.
 
 Taught in: notebooks/03_synthfaces.ipynb
 """

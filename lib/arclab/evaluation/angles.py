@@ -10,6 +10,10 @@ All angles in degrees, between L2-normalised vectors:
   centre of class j (how well the weights sit on the features), and ``w_inter``, the mean over
   classes of the smallest angle between W_j and another W_k.
 
+:func:`pair_angles` (every pair of a labelled set) and :func:`listed_pair_angles` (the listed
+pairs of a verification set, e.g. a ``.bin``) give the angle of each positive and negative
+pair, for histograms.
+
 The paper reports Intra/Inter on two test sets (its Intra1/Inter1 and Intra2/Inter2); here they
 are computed on whichever features you pass (training images, or unseen identities).
 
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["angle_statistics", "class_centres"]
+__all__ = ["angle_statistics", "class_centres", "listed_pair_angles", "pair_angles"]
 
 
 def _unit(x: Tensor) -> Tensor:
@@ -88,3 +92,44 @@ def angle_statistics(features: Tensor | np.ndarray, labels, *,
         out["w_eq"] = _deg((w[classes] * centres).sum(1)).mean().item()
         out["w_inter"] = _min_other(w).mean().item()
     return out
+
+
+def pair_angles(features: Tensor | np.ndarray, ids) -> tuple[np.ndarray, np.ndarray]:
+    """Angles (degrees) of every pair i < j of a labelled set: (positive pairs, negative
+    pairs), each a float64 array in the order of the pairs (row-major over i < j).
+
+    Example:
+        >>> pos, neg = pair_angles(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), [0, 0, 1])
+        >>> pos.tolist(), neg.tolist()
+        ([0.0], [90.0, 90.0])
+    """
+    x = _unit(torch.as_tensor(np.asarray(features), dtype=torch.float64))
+    y = torch.as_tensor(np.asarray(ids))
+    if x.ndim != 2 or len(y) != len(x):
+        raise ValueError(f"features must be (N, D) and ids (N,), got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    i, j = torch.triu_indices(len(x), len(x), offset=1)
+    deg = _deg((x[i] * x[j]).sum(1)).numpy()
+    same = (y[i] == y[j]).numpy()
+    return deg[same], deg[~same]
+
+
+def listed_pair_angles(left: Tensor | np.ndarray, right: Tensor | np.ndarray, same
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Angles (degrees) of listed pairs, row k of ``left`` (P, D) with row k of ``right``:
+    (those with ``same[k]`` true, the others), float64.
+
+    Example:
+        >>> pos, neg = listed_pair_angles(torch.eye(2), torch.tensor([[1.0, 1.0], [1.0, 0.0]]),
+        ...                               [True, False])
+        >>> pos.round(6).tolist(), neg.round(6).tolist()
+        ([45.0], [90.0])
+    """
+    a = _unit(torch.as_tensor(np.asarray(left), dtype=torch.float64))
+    b = _unit(torch.as_tensor(np.asarray(right), dtype=torch.float64))
+    same = np.asarray(same, dtype=bool)
+    if a.shape != b.shape or a.ndim != 2 or same.shape != (len(a),):
+        raise ValueError(f"left and right must be (P, D) and same (P,), got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)} and {same.shape}")
+    deg = _deg((a * b).sum(1)).numpy()
+    return deg[same], deg[~same]

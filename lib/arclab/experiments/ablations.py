@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arclab.data.cache import render_pairs
+from arclab.data.formats import load_bin
 from arclab.data.params import SynthConfig
 from arclab.data.splits import make_protocol
 from arclab.evaluation import all_pair_scores, tpr_at_fpr, verification_accuracy_10fold
@@ -127,20 +128,28 @@ def pair_protocols(validation: dict, cfg: SynthConfig, size: int, *, n_boot: int
 
     The pairs are those the training loop's validator scores; each pair belongs to the
     identity of its left image (an impostor pair to one of its two identities), and each
-    protocol gets one set of identity resamples, shared by every model scored on it.
+    protocol gets one set of identity resamples, shared by every model scored on it. A
+    ``{"bin": path}`` entry (a verification ``.bin``) has no identity labels: its pairs are
+    resampled one by one, which ignores identities shared between pairs and so can give
+    narrower intervals than identity resamples would.
 
     Returns:
         {name: {"left", "right": (P, size, size, 3) uint8, "same": (P,) bool, "groups": (P,)
-        identity index, "counts": (n_boot, n_ids)}}.
+        identity (or, for a ``.bin``, pair) index, "counts": (n_boot, n_groups)}}.
     """
     out = {}
     for k, (name, entry) in enumerate(validation.items()):
-        pairs = make_protocol(name, cfg, **entry)
-        left, right = render_pairs(pairs, size=size, progress=progress)
-        ids, groups = np.unique(pairs["left"]["identity"], return_inverse=True)
-        out[name] = {"left": left, "right": right, "same": np.asarray(pairs["issame"], bool),
-                     "groups": groups, "counts": identity_resamples(len(ids), n_boot,
-                                                                    seed=seed + k)}
+        if "bin" in entry:
+            images, same = load_bin(entry["bin"], image_size=size)
+            left, right, groups = images[0::2], images[1::2], np.arange(len(same))
+        else:
+            pairs = make_protocol(name, cfg, **entry)
+            left, right = render_pairs(pairs, size=size, progress=progress)
+            same = pairs["issame"]
+            groups = np.unique(pairs["left"]["identity"], return_inverse=True)[1]
+        out[name] = {"left": left, "right": right, "same": np.asarray(same, bool),
+                     "groups": groups, "counts": identity_resamples(int(groups.max()) + 1,
+                                                                    n_boot, seed=seed + k)}
     return out
 
 

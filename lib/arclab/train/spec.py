@@ -49,6 +49,7 @@ import yaml
 import arclab
 from arclab.atomic import atomic_path
 from arclab.data.cache import RENDER_VERSION, cache_dir
+from arclab.data.real_sets import train_data_section
 from arclab.models import get_model
 from arclab.train.config import TrainConfig, load_config, weights_key
 from arclab.train.loop import check_precision, train
@@ -229,8 +230,14 @@ def _check_out(out: Path) -> None:
 
 
 def _data_key(data: dict) -> dict:
-    """The part of a data section that decides the items: without ``workers``."""
-    return {k: v for k, v in data.items() if k not in LOADING_KEYS}
+    """The part of a data section that decides the items: without ``workers``; a
+    ``train.rec`` (and its index) also by size and modification time, so a file rewritten at
+    the same path starts a new run."""
+    key = {k: v for k, v in data.items() if k not in LOADING_KEYS}
+    if data.get("source") == "recordio":
+        key["stat"] = [[s.st_size, s.st_mtime_ns] for s in
+                       (os.stat(data[k]) for k in ("rec", "idx") if data.get(k))]
+    return key
 
 
 def _check_same_data(out: Path, spec: dict) -> None:
@@ -360,7 +367,8 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   label_noise: dict | None = None, keep: list[int] | None = None,
                   synth: dict | None = None, distill: dict | None = None,
                   weight_decay: float = 5e-4,
-                  milestones: tuple[float, ...] = (0.5, 0.75)) -> dict:
+                  milestones: tuple[float, ...] = (0.5, 0.75),
+                  train_data: str | os.PathLike | None = None) -> dict:
     """The notebooks' SynthFaces recipe as a checked spec: SGD lr 0.1, 20 warm-up steps,
     step decay at 50% and 75%, the given margin (or "triplet", P × 4 batches) and scale, a
     checkpoint every 200 steps. ``seed`` seeds the initialisation and the batch order,
@@ -369,16 +377,31 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
     ``subcenters``, ``label_noise`` and ``keep`` go to the spec as they are (sub-center
     ArcFace on noisy data, retraining on a kept subset); ``synth`` adds SynthConfig keys
     (e.g. ``{"nuisance": 0.5}``) to the data's seed; ``distill`` is a spec's distill section
-    (its ``teacher`` may be another ``tutorial_spec``).
+    (its ``teacher`` may be another ``tutorial_spec``). ``train_data`` (a ``train.rec``, a
+    folder holding one, or an image folder: :func:`arclab.data.real_sets.train_data_section`)
+    trains on that set instead of SynthFaces; ``n_train_ids``, ``n_per_id`` and ``data_seed``
+    then do not apply.
 
     Raises:
         ValueError: an argument :func:`load_spec` refuses (the message names its spec key,
-            e.g. ``train.backbone``).
+            e.g. ``train.backbone``); ``train_data`` that names no training set, or given with
+            ``label_noise``, ``keep`` or ``synth`` (SynthFaces only).
 
     Example:
         >>> tutorial_spec(backbone="mbf", epochs=2)["train"].backbone
         'mbf'
     """
+    if train_data is not None:
+        given = [k for k, v in (("label_noise", label_noise), ("keep", keep), ("synth", synth))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to SynthFaces only; not with train_data")
+        data = train_data_section(train_data)
+    else:
+        data = ({"source": "synthfaces", "n_identities": n_train_ids, "n_per_identity": n_per_id,
+                 "synth": {"seed": seed if data_seed is None else data_seed} | (synth or {})}
+                | ({"label_noise": dict(label_noise)} if label_noise else {})
+                | ({"keep": [int(i) for i in keep]} if keep is not None else {}))
     return load_spec({
         "train": {"backbone": backbone, "embedding_size": embedding_size,
                   "input_size": input_size, "margin": margin, "s": scale, "lr": 0.1,
@@ -387,9 +410,5 @@ def tutorial_spec(*, backbone: str = "r18", input_size: int = 32, embedding_size
                   "validate_every": validate_every, "checkpoint_every": 200, "seed": seed,
                   "channels_last": backbone in CHANNELS_LAST,
                   "gradient": gradient, "overflow": overflow, "subcenters": subcenters},
-        "data": {"source": "synthfaces", "n_identities": n_train_ids,
-                 "n_per_identity": n_per_id,
-                 "synth": {"seed": seed if data_seed is None else data_seed} | (synth or {})}
-        | ({"label_noise": dict(label_noise)} if label_noise else {})
-        | ({"keep": [int(i) for i in keep]} if keep is not None else {}),
+        "data": data,
         "validation": validation or {}} | ({"distill": distill} if distill else {}))
