@@ -195,9 +195,9 @@ def test_08_pair_arithmetic_exactness_and_video_counts(smoke_run):
     for g in res["growth"]:  # nested subsets of whole identities
         m, k = g["images"], g["images"] // p["n_images"]
         assert g["n_neg"] == m * (m - 1) // 2 - k * p["n_images"] * (p["n_images"] - 1) // 2
-    vt = splits.video_tracks(SynthConfig(seed=p["seed"]), p["n_tracks"], p["n_frames"],
+    vt = splits.video_tracks(SynthConfig(seed=p["seed"]), p["n_tracks"], res["n_frames"],
                                 n_identities=max(2, p["n_tracks"] // 4))
-    who = vt["items"]["identity"][::p["n_frames"]]
+    who = vt["items"]["identity"][::res["n_frames"]]
     n_pos = int((who[:, None] == who[None, :]).sum() - len(who)) // 2
     for r in res["video"].values():
         assert r[str(1e-4)]["n_pos"] == n_pos

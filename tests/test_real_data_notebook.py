@@ -1,7 +1,8 @@
-"""Notebook 04 on a user's real-format files (issue 35): a ``train.rec`` with a header record
-and array labels, and insightface ``.bin`` verification sets, all written here. Its parameters
-``train_data`` and ``eval_data`` replace SynthFaces end to end: the run trains on every record
-of the file and the notebook's accuracies are those of the trained model on the ``.bin`` pairs.
+"""Notebooks 04 and 08 on a user's real-format files (issue 35): a ``train.rec`` with a header
+record and array labels, insightface ``.bin`` verification sets and an image folder, all written
+here. Their parameters ``train_data`` and ``eval_data`` replace SynthFaces end to end: the run
+trains on every record of the file, 04's accuracies are those of the trained model on the
+``.bin`` pairs, and 08's all-pairs TPR is that of the model on every pair of the folder.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from PIL import Image
 
 from arclab.book import runner
 from arclab.book.notebook import repo_root
@@ -49,6 +52,12 @@ def user_files(tmp_path_factory):
             w.write(img, [float(label), 0.0] if k % 2 else float(label))
         for c in range(N_IDS):  # one identity record per class: its image key range
             w.write(b"", [1.0 + c * PER_ID, 1.0 + (c + 1) * PER_ID])
+    faces = all_pairs_set(SynthConfig(seed=13), 15, 4)["items"]  # eval/folder: 15 ids x 4
+    for k, (img, label) in enumerate(zip(cached_render(SynthConfig(seed=13), faces, size=SIZE,
+                                                       progress=False)["images"],
+                                         faces["identity"], strict=True)):
+        (root / f"folder/id{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / f"folder/id{label}/{k:03d}.png")
     (root / "eval").mkdir()
     for name, kwargs in (("lfw", {"pairs_per_fold": 4}), ("cfp_fp", {"n_pairs": 40})):
         pairs = make_protocol(name, SynthConfig(seed=12), n_identities=20, **kwargs)
@@ -80,20 +89,23 @@ def test_the_paths_become_spec_sections(user_files, tmp_path):
         tutorial_spec(train_data=user_files / "data", label_noise={"rate": 0.1})
 
 
+def _execute(name: str, params: dict, tmp_path) -> tuple[str, dict]:
+    """Run notebook ``name`` (smoke profile) with ``params``: (executed page, results)."""
+    (tmp_path / "params").mkdir(exist_ok=True)
+    (tmp_path / "params/smoke.yaml").write_text(yaml.safe_dump({name: params}))
+    out = runner.execute_notebook(repo_root() / f"notebooks/{name}.ipynb", "smoke",
+                                  tmp_path / "out", params_dir=tmp_path / "params",
+                                  results_dir=tmp_path / "results", progress=False)
+    return out.read_text(), json.loads((tmp_path / f"results/smoke/{name}.json").read_text())
+
+
 def test_notebook_04_trains_and_evaluates_on_the_users_files(user_files, tmp_path, monkeypatch):
     monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "params").mkdir()
     params = {**PARAMS, "train_data": str(user_files / "data"),
               "eval_data": str(user_files / "eval")}
-    (tmp_path / "params/smoke.yaml").write_text(
-        yaml.safe_dump({"04_training_a_face_model": params}))
-    nb = repo_root() / "notebooks/04_training_a_face_model.ipynb"
-    out = runner.execute_notebook(nb, "smoke", tmp_path / "out", params_dir=tmp_path / "params",
-                                  results_dir=tmp_path / "results", progress=False)
-    page = out.read_text()
+    page, res = _execute("04_training_a_face_model", params, tmp_path)
     assert "recordio" in page and "eval_data has no identity labels" in page
     assert "From LFW to cfp_fp the paper's model changes by" in page
-    res = json.loads((tmp_path / "results/smoke/04_training_a_face_model.json").read_text())
     # every record of the file was in the data set: steps = epochs x floor(records / batch)
     assert res["steps"] == EPOCHS * (N_IDS * PER_ID // BATCH)
     assert res["train_data"] == params["train_data"]
@@ -109,3 +121,30 @@ def test_notebook_04_trains_and_evaluates_on_the_users_files(user_files, tmp_pat
         left, right = (embed_images(model, images[k::2]) for k in (0, 1))
         assert acc[name] == pytest.approx(
             verification_accuracy_10fold(left, right, issame)["mean"], abs=1e-12)
+
+
+def test_notebook_08_scores_every_pair_of_the_users_folder(user_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCLAB_CACHE", str(tmp_path / "cache"))
+    params = {k: v for k, v in PARAMS.items() if k != "validate_every"} | {
+        "train_data": str(user_files / "data"), "eval_data": str(user_files / "folder"),
+        "n_tracks": 8}
+    page, res = _execute("08_trillion_pairs", params, tmp_path)
+    assert f"eval_data {user_files / 'folder'}" in page
+    assert res["n_pairs"] == 60 * 59 // 2  # 15 identities x 4 images: every pair
+    # the model of the same cached run on the images read here, and the strict rule by sorting
+    spec = tutorial_spec(**{k: v for k, v in params.items() if k in PARAMS or k == "train_data"})
+    model = run_spec(spec, progress=False)["model"]
+    files = sorted((user_files / "folder").glob("*/*.png"))
+    feats = embed_images(model, np.stack([np.asarray(Image.open(f)) for f in files]), flip=False)
+    labels = [f.parent.name for f in files]
+    x = torch.nn.functional.normalize(feats.float(), dim=1)
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    same = torch.tensor([labels[a] == labels[b] for a, b in zip(i.tolist(), j.tolist())])
+    scores = (x[i] * x[j]).sum(1)
+    neg = scores[~same].sort(descending=True).values
+    for key, r in res["strict"].items():
+        f = float(key)
+        if f * len(neg) >= 1:  # the threshold is the (k + 1)-th largest negative
+            want = (scores[same] > neg[int(f * len(neg))]).double().mean().item()
+            assert r["tpr"] == pytest.approx(want, abs=1e-9), key
+            assert r["n_neg"] == len(neg) and r["n_pos"] == int(same.sum())

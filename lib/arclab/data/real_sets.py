@@ -7,13 +7,14 @@ instead of SynthFaces.
   identity;
 - ``eval_data``: a verification ``.bin`` file (LFW, CFP-FP, AgeDB-30 as insightface ships
   them) or a folder of them, each protocol named by its file's stem (``lfw``, ``cfp_fp``,
-  ``agedb_30``).
+  ``agedb_30``) (notebook 04); or an image folder with one sub-folder per identity, scored
+  over all its pairs (:func:`identity_folder`, notebook 08).
 
-Nothing is read here beyond a directory listing: the readers
+The section builders read nothing beyond a directory listing: the readers
 (:mod:`arclab.data.recordio`, :mod:`arclab.data.formats`) check the files when a run opens
 them.
 
-Taught in: notebooks/04_training_a_face_model.ipynb
+Taught in: notebooks/04_training_a_face_model.ipynb and notebooks/08_trillion_pairs.ipynb
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["eval_data_sections", "train_data_section"]
+import numpy as np
+from tqdm.auto import tqdm
+
+from arclab.data.formats import ImageFolderFaces
+
+__all__ = ["eval_data_sections", "identity_folder", "train_data_section"]
 
 _IMAGES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -101,3 +107,31 @@ def eval_data_sections(eval_data: str | os.PathLike, *, name: str = "eval_data"
     if not files:
         raise ValueError(f"{name}: folder {str(path)!r} holds no .bin verification file")
     return {f.stem: {"bin": str(f)} for f in files}
+
+
+def identity_folder(eval_data: str | os.PathLike, size: int, *, name: str = "eval_data",
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of a folder with one sub-folder per identity, for all-pairs evaluation.
+
+    Args:
+        eval_data: the folder (images ``.jpg``, ``.jpeg``, ``.png``, ``.bmp`` directly inside
+            each identity's sub-folder; :class:`~arclab.data.formats.ImageFolderFaces`).
+        size: the side in pixels the images are resized to (bilinear) where they differ.
+        name: the parameter's name, for the error messages.
+
+    Returns:
+        (images uint8 (N, size, size, 3) RGB, identity (N,) int64: the index of the sub-folder
+        in name order), grouped by identity.
+
+    Raises:
+        ValueError: a missing folder, an identity folder without images, an image that does
+            not decode (the message names ``name`` and the file).
+    """
+    try:
+        faces = ImageFolderFaces(eval_data, image_size=size)
+        images = np.empty((len(faces), size, size, 3), np.uint8)
+        for k in tqdm(range(len(faces)), desc="reading images", disable=not progress):
+            images[k] = faces[k][0].permute(1, 2, 0).numpy()
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    return images, np.array([label for _, label in faces.samples], dtype=np.int64)
