@@ -246,13 +246,16 @@ def summary_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def table(rows: dict[str, dict[str, Any]], digits: int = 2) -> pd.DataFrame:
     """A DataFrame with one row per key of ``rows`` (e.g. per loss), numbers rounded; a row
-    without some column shows "–" there (not pandas' NaN, which reads as a failed number).
+    without some column, or with None there (no such value, e.g. a target angle for a loss
+    without class weights), shows "–" (not pandas' NaN, which reads as a failed number).
 
     Example:
         >>> table({"arcface": {"gap_deg": 41.234}}, digits=1).to_dict()
         {'gap_deg': {'arcface': 41.2}}
         >>> table({"a": {"x": 1.0, "y": 2.0}, "b": {"x": float("nan")}}).to_dict()
         {'x': {'a': 1.0, 'b': nan}, 'y': {'a': 2.0, 'b': '–'}}
+        >>> table({"a": {"x": 1.0}, "b": {"x": None}}).to_dict()
+        {'x': {'a': 1.0, 'b': '–'}}
         >>> import numpy as np
         >>> print(table({"a": {"x": np.float32(37.7)}, "b": {"x": np.float32(20.6)}}, 1))
               x
@@ -265,6 +268,6 @@ def table(rows: dict[str, dict[str, Any]], digits: int = 2) -> pd.DataFrame:
     # float32 columns (numpy scalars from torch) would print their rounded values as 37.700001
     df = df.astype({c: "float64" for c in df.columns if df[c].dtype == "float32"})
     df = df.round(digits)
-    absent = pd.DataFrame([[c not in rows[r] for c in df.columns] for r in rows],
+    absent = pd.DataFrame([[rows[r].get(c) is None for c in df.columns] for r in rows],
                           index=df.index, columns=df.columns)  # a NaN *value* stays NaN
     return df.astype(object).where(~absent, "–") if absent.to_numpy().any() else df
