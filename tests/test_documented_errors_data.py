@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 from documented_raises import sweep_tests
 
-from arclab.data import formats, params, recordio, scenes, splits, synth
+from arclab.data import formats, params, real_sets, recordio, scenes, splits, synth
 from arclab.data.params import SynthConfig
 
-MODULES = [splits, synth, scenes, recordio, formats, params]
+MODULES = [splits, synth, scenes, recordio, formats, params, real_sets]
 
 NO_ERRORS = {  # public functions and classes with no error to document, and why
     "arclab.data.synth.plane_landmarks": "maps identity_params/nuisance_params tensors",
@@ -99,6 +99,21 @@ CASES = [
      lambda t: formats.ImageFolderFaces(t / "missing")),
     (formats.ImageFolderFaces, ValueError, "image_size must be None, an int > 0",
      lambda t: formats.ImageFolderFaces(t, image_size=0)),
+    # data/real_sets
+    (real_sets.train_data_section, ValueError, r"train_data: '.*none' does not exist",
+     lambda t: real_sets.train_data_section(t / "none")),
+    (real_sets.train_data_section, ValueError, r"train_data: '.*bad\.bin' is a file but not a "
+     r"\.rec", lambda t: real_sets.train_data_section(_a_file(t))),
+    (real_sets.train_data_section, ValueError, "holds no train.rec and no sub-folder of images",
+     lambda t: real_sets.train_data_section(t)),
+    (real_sets.eval_data_sections, ValueError, r"eval_data: '.*none' does not exist",
+     lambda t: real_sets.eval_data_sections(t / "none")),
+    (real_sets.eval_data_sections, ValueError, r"eval_data: '.*a\.txt' is not a \.bin",
+     lambda t: real_sets.eval_data_sections(_a_file(t).rename(t / "a.txt"))),
+    (real_sets.eval_data_sections, ValueError, "eval_data: folder .* holds no .bin",
+     lambda t: real_sets.eval_data_sections(t)),
+    (real_sets.identity_folder, ValueError, "eval_data: root must be an existing folder",
+     lambda t: real_sets.identity_folder(t / "none", 8)),
     # data/params
     (params.SynthConfig, ValueError, "blur_px must be a finite number >= 0, got True",
      lambda t: SynthConfig(blur_px=True)),

@@ -118,6 +118,10 @@ CASES = [
      lambda t: angles.angle_statistics(E12, np.zeros(12, int))),
     (angles.angle_statistics, ValueError, r"labels must lie in \[0, 1\)",
      lambda t: angles.angle_statistics(E12, SAME12.astype(int), weight=np.ones((1, 4)))),
+    (angles.pair_angles, ValueError, r"features must be \(N, D\) and ids \(N,\)",
+     lambda t: angles.pair_angles(E12, [0, 1])),
+    (angles.listed_pair_angles, ValueError, r"left and right must be \(P, D\) and same \(P,\)",
+     lambda t: angles.listed_pair_angles(E12, E12[:5], SAME12)),
     # evaluation/pixel_baseline
     (pixel_baseline.fit_pixel_pca, ValueError, "dim must be a positive integer, got True",
      lambda t: pixel_baseline.fit_pixel_pca(IMGS, True)),

@@ -98,6 +98,9 @@ def pair_angles(features: Tensor | np.ndarray, ids) -> tuple[np.ndarray, np.ndar
     """Angles (degrees) of every pair i < j of a labelled set: (positive pairs, negative
     pairs), each a float64 array in the order of the pairs (row-major over i < j).
 
+    Raises:
+        ValueError: features not (N, D) or ids not of length N.
+
     Example:
         >>> pos, neg = pair_angles(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), [0, 0, 1])
         >>> pos.tolist(), neg.tolist()
@@ -118,6 +121,9 @@ def listed_pair_angles(left: Tensor | np.ndarray, right: Tensor | np.ndarray, sa
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Angles (degrees) of listed pairs, row k of ``left`` (P, D) with row k of ``right``:
     (those with ``same[k]`` true, the others), float64.
+
+    Raises:
+        ValueError: left and right of different shapes or not 2-D, or same not of length P.
 
     Example:
         >>> pos, neg = listed_pair_angles(torch.eye(2), torch.tensor([[1.0, 1.0], [1.0, 0.0]]),
