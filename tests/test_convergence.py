@@ -84,3 +84,23 @@ def test_the_table_applies_the_rule_to_every_run_and_names_why():
     assert not short["a, seed 0"]["converged"] and "too few" in short["a, seed 0"]["why not"]
     with pytest.raises(ValueError, match="losses"):
         convergence_table({"a": {0: {"target_angles": []}}})
+
+
+def test_a_run_flattened_only_by_the_last_decay_is_marked_schedule_limited():
+    from arclab.train.convergence import convergence_table
+    steps = 200  # last decay at 0.75: step 150
+    limited = list(np.linspace(90, 60, 150)) + [60.0] * 50  # falls until the decay, then flat
+    early = list(np.linspace(90, 30, 60)) + [30.0] * 140  # flat long before the decay
+    runs = {name: {0: {"losses": [1.0] * steps, "target_angles": angles}}
+            for name, angles in (("limited", limited), ("early", early))}
+    runs["triplet"] = {0: {"losses": list(np.linspace(3, 1, 150)) + [1.0] * 50}}
+    rows = convergence_table(runs, last_decay=0.75)
+    # both pass the rule on the last fifth; only one was flat before the rate dropped
+    assert rows["limited, seed 0"]["converged"] and rows["early, seed 0"]["converged"]
+    assert rows["limited, seed 0"]["flat before the last decay"] is False
+    assert rows["early, seed 0"]["flat before the last decay"] is True
+    # without a class weight the loss decides: it fell 2/3 across the stretch before the decay
+    assert rows["triplet, seed 0"]["flat before the last decay"] is False
+    assert "flat before the last decay" not in convergence_table(runs)["early, seed 0"]
+    short = convergence_table({"a": {0: {"losses": [1.0] * 25}}}, last_decay=0.5)
+    assert short["a, seed 0"]["flat before the last decay"] is None  # 12 steps before it

@@ -114,6 +114,8 @@ CASES = [
      lambda t: convergence.convergence([float("nan")] * 20)),
     (convergence.convergence_table, ValueError, "must hold 'losses'",
      lambda t: convergence.convergence_table({"a": {0: {"target_angles": []}}})),
+    (convergence.convergence_table, ValueError, r"last_decay must be a fraction of the steps "
+     r"in \(0, 1\], got 75", lambda t: convergence.convergence_table({}, last_decay=75)),
 ]
 
 

@@ -7,8 +7,10 @@ ten block means, is within a tolerance, or its 95% interval holds 0: per-step no
 never fails a run), and validation, when there is some, has stopped rising.
 
 What the rule cannot see: a run whose learning rate has decayed flattens whatever its level,
-so a schedule too short for the task passes. The notebooks show the curves and the final θ_y
-beside the rule's verdict for that reason.
+so a schedule too short for the task passes. :func:`convergence_table` therefore also applies
+the same flatness test to the stretch just before the last decay (``last_decay``): a run that
+was still moving there flattened only because the rate dropped (schedule-limited). The
+notebooks show the curves and the final θ_y beside the verdicts for the same reason.
 
 Units: losses as logged (nats); angles in degrees; validation scores as fractions or percent,
 whatever the validator reports (the tolerance is in the same unit).
@@ -108,27 +110,49 @@ def convergence(losses: Sequence[float], target_angles: Sequence[float] | None =
             "angle_change_deg": angle_change, "validation_gain": gain, "reasons": reasons}
 
 
-def convergence_table(runs: dict[str, dict], **tolerances) -> dict[str, dict]:
+def _flat_before(run: dict, last_decay: float, tolerances: dict) -> bool | None:
+    """The flatness test on the steps before the last learning-rate decay (θ_y where the run
+    logs it, else the loss); None when fewer than 20 steps precede the decay."""
+    cut = int(math.floor(last_decay * len(run["losses"])))
+    if cut < 20:
+        return None
+    angles = run.get("target_angles") or None
+    if angles is not None:
+        return _flat(angles[:cut], tolerances.get("angle_tol_deg", 1.0), relative=False)[0]
+    return _flat(run["losses"][:cut], tolerances.get("loss_tol", 0.05), relative=True)[0]
+
+
+def convergence_table(runs: dict[str, dict], *, last_decay: float | None = None,
+                      **tolerances) -> dict[str, dict]:
     """The rule on every run of an ablation: one row per (name, seed).
 
     Args:
         runs: {name: {seed: {"losses": (T,), "target_angles": (T,) or empty/None, ...}}}, as
             the ablation functions return them (other keys are ignored).
+        last_decay: the fraction of the steps where the learning rate last drops (the last
+            milestone, e.g. 0.75); adds the column "flat before the last decay": the same
+            test on the steps before it (θ_y, or the loss without a class weight). False marks
+            a run that flattened only because the rate dropped.
         tolerances: :func:`convergence`'s keyword arguments.
 
     Returns:
         {"name, seed s": {"converged", "loss drift (%)", "θ_y drift (°)", "final θ_y (°)",
-        "why not"}}; None where a run logs no target angle (e.g. the triplet loss); a run of
-        fewer than 20 steps is not converged, "why not" says it was too short to judge.
+        ["flat before the last decay",] "why not"}}; None where a run logs no target angle
+        (e.g. the triplet loss) or too few steps precede the decay; a run of fewer than 20
+        steps is not converged, "why not" says it was too short to judge.
 
     Raises:
-        ValueError: a run without "losses", and :func:`convergence`'s.
+        ValueError: a run without "losses", ``last_decay`` outside (0, 1], and
+            :func:`convergence`'s.
 
     Example:
         >>> flat = {"losses": [1.0] * 50, "target_angles": [20.0] * 50}
         >>> convergence_table({"arcface": {0: flat}})["arcface, seed 0"]["converged"]
         True
     """
+    if last_decay is not None and not 0 < last_decay <= 1:
+        raise ValueError(f"last_decay must be a fraction of the steps in (0, 1], got "
+                         f"{last_decay!r}")
     rows = {}
     for name, by_seed in runs.items():
         for seed, run in by_seed.items():
@@ -144,6 +168,9 @@ def convergence_table(runs: dict[str, dict], **tolerances) -> dict[str, dict]:
                 "converged": c["converged"],
                 "loss drift (%)": None if c["loss_change"] is None else 100 * c["loss_change"],
                 "θ_y drift (°)": c["angle_change_deg"],
-                "final θ_y (°)": None if angles is None else float(np.mean(angles[-10:])),
-                "why not": "; ".join(c["reasons"])}
+                "final θ_y (°)": None if angles is None else float(np.mean(angles[-10:]))}
+            if last_decay is not None:
+                rows[f"{name}, seed {seed}"]["flat before the last decay"] = _flat_before(
+                    run, last_decay, tolerances)
+            rows[f"{name}, seed {seed}"]["why not"] = "; ".join(c["reasons"])
     return rows
