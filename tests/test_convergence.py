@@ -104,3 +104,18 @@ def test_a_run_flattened_only_by_the_last_decay_is_marked_schedule_limited():
     assert "flat before the last decay" not in convergence_table(runs)["early, seed 0"]
     short = convergence_table({"a": {0: {"losses": [1.0] * 25}}}, last_decay=0.5)
     assert short["a, seed 0"]["flat before the last decay"] is None  # 12 steps before it
+
+
+def test_the_schedule_sentence_counts_only_runs_long_enough_to_judge():
+    from arclab.train.convergence import schedule_limited
+    rows = {"a, seed 0": {"flat before the last decay": False},
+            "a, seed 1": {"flat before the last decay": None},
+            "b, seed 0": {"flat before the last decay": False},
+            "b, seed 1": {"flat before the last decay": True}}
+    assert schedule_limited(rows) == (
+        "2 of the 3 runs long enough to judge were still moving just before the last "
+        "learning-rate decay (schedule-limited, not converged): a, seed 0, b, seed 0.")
+    assert schedule_limited({"b, seed 1": rows["b, seed 1"]}).startswith(
+        "None of the 1 runs long enough to judge was still moving")
+    assert schedule_limited({"a, seed 1": rows["a, seed 1"]}) == ""
+    assert schedule_limited({"x": {"converged": True}}) == ""  # table made without last_decay

@@ -18,6 +18,7 @@ NO_ERRORS = {  # public functions and classes with no error to document, and why
     "arclab.train.config.learning_rate": "arithmetic on a checked TrainConfig",
     "arclab.train.config.weights_key": "filters a config dict",
     "arclab.train.spec.run_dir": "hashes a loaded (checked) spec",
+    "arclab.train.convergence.schedule_limited": "words a convergence_table's rows",
     "arclab.train.state.Parts": "a record build fills in",
     "arclab.train.state.Record": "a record of logged values",
     "arclab.train.state.build": "builds from a checked TrainConfig and teacher",

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["convergence", "convergence_table"]
+__all__ = ["convergence", "convergence_table", "schedule_limited"]
 
 
 def _flat(values: Sequence[float], tol: float, relative: bool) -> tuple[bool, float]:
@@ -174,3 +174,26 @@ def convergence_table(runs: dict[str, dict], *, last_decay: float | None = None,
                     run, last_decay, tolerances)
             rows[f"{name}, seed {seed}"]["why not"] = "; ".join(c["reasons"])
     return rows
+
+
+def schedule_limited(rows: dict[str, dict]) -> str:
+    """The sentence the notebooks print under a table of :func:`convergence_table` with
+    ``last_decay``: how many of the runs long enough to judge were still moving just before the
+    last learning-rate decay, and which; "" when no run could be judged.
+
+    Example:
+        >>> print(schedule_limited({"a, seed 0": {"flat before the last decay": False},
+        ...                         "a, seed 1": {"flat before the last decay": True}})[:42])
+        1 of the 2 runs long enough to judge was s
+        >>> schedule_limited({"a, seed 0": {"flat before the last decay": False}}).endswith(
+        ...     "(schedule-limited, not converged): a, seed 0.")
+        True
+    """
+    judged = [k for k, r in rows.items() if r.get("flat before the last decay") is not None]
+    if not judged:
+        return ""
+    limited = [k for k in judged if not rows[k]["flat before the last decay"]]
+    return (f"{len(limited) or 'None'} of the {len(judged)} runs long enough to judge "
+            f"{'was' if len(limited) < 2 else 'were'} still moving just before the last "
+            "learning-rate decay (schedule-limited, not converged)"
+            + (": " + ", ".join(limited) if limited else "") + ".")
