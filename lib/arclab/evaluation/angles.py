@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from arclab.evaluation._tiles import all_pair_scores
+
 __all__ = ["angle_statistics", "class_centres", "listed_pair_angles", "pair_angles"]
 
 
@@ -96,24 +98,24 @@ def angle_statistics(features: Tensor | np.ndarray, labels, *,
 
 def pair_angles(features: Tensor | np.ndarray, ids) -> tuple[np.ndarray, np.ndarray]:
     """Angles (degrees) of every pair i < j of a labelled set: (positive pairs, negative
-    pairs), each a float64 array in the order of the pairs (row-major over i < j).
+    pairs), each a float64 array in :func:`~arclab.evaluation.all_pair_scores`' pair order,
+    from its float32 cosines (the evaluator's tiles: memory O(N²), for small sets).
 
     Raises:
-        ValueError: features not (N, D) or ids not of length N.
+        ValueError: features not (N, D) or ids not of length N; features that
+            :func:`~arclab.evaluation.all_pair_scores` refuses.
 
     Example:
         >>> pos, neg = pair_angles(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), [0, 0, 1])
         >>> pos.tolist(), neg.tolist()
         ([0.0], [90.0, 90.0])
     """
-    x = _unit(torch.as_tensor(np.asarray(features), dtype=torch.float64))
-    y = torch.as_tensor(np.asarray(ids))
-    if x.ndim != 2 or len(y) != len(x):
-        raise ValueError(f"features must be (N, D) and ids (N,), got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
-    i, j = torch.triu_indices(len(x), len(x), offset=1)
-    deg = _deg((x[i] * x[j]).sum(1)).numpy()
-    same = (y[i] == y[j]).numpy()
+    shape, y = tuple(np.shape(features)), np.asarray(ids)
+    if len(shape) != 2 or y.shape != (shape[0],):
+        raise ValueError(f"features must be (N, D) and ids (N,), got {shape} and {y.shape}")
+    i, j, cos = all_pair_scores(features)
+    deg = _deg(cos).numpy().astype(np.float64)
+    same = y[i.numpy()] == y[j.numpy()]
     return deg[same], deg[~same]
 
 

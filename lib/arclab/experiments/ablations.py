@@ -25,8 +25,8 @@ from arclab.data.cache import render_pairs
 from arclab.data.formats import load_bin
 from arclab.data.params import SynthConfig
 from arclab.data.splits import make_protocol
-from arclab.evaluation import all_pair_scores, tpr_at_fpr, verification_accuracy_10fold
-from arclab.evaluation.angles import angle_statistics
+from arclab.evaluation import tpr_at_fpr, verification_accuracy_10fold
+from arclab.evaluation.angles import angle_statistics, pair_angles
 from arclab.evaluation.paired import (
     Comparison,
     compare_paired,
@@ -70,11 +70,9 @@ def parse_variant(name: str) -> dict[str, str]:
 
 
 def _pair_histograms(features: torch.Tensor, ids: np.ndarray) -> dict[str, np.ndarray]:
-    i, j, cos = all_pair_scores(features)
-    same = (torch.as_tensor(ids)[i] == torch.as_tensor(ids)[j]).numpy()
-    deg = torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).numpy()
-    return {"positive": np.histogram(deg[same], ANGLE_BINS)[0],
-            "negative": np.histogram(deg[~same], ANGLE_BINS)[0]}
+    positive, negative = pair_angles(features, ids)
+    return {"positive": np.histogram(positive, ANGLE_BINS)[0],
+            "negative": np.histogram(negative, ANGLE_BINS)[0]}
 
 
 def _pair_accuracy(left, right, same, groups: np.ndarray, counts: np.ndarray
