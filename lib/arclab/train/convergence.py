@@ -28,6 +28,10 @@ from scipy import stats
 
 __all__ = ["convergence", "convergence_table", "schedule_limited"]
 
+LOSS_TOL, ANGLE_TOL_DEG = 0.05, 1.0
+"""The default tolerances of the rule: relative loss drift and θ_y drift (degrees) across the
+last fifth that still count as flat."""
+
 
 def _flat(values: Sequence[float], tol: float, relative: bool) -> tuple[bool, float]:
     """(flat?, drift) over the last fifth: the least-squares line through ten block means,
@@ -51,8 +55,8 @@ def _flat(values: Sequence[float], tol: float, relative: bool) -> tuple[bool, fl
 
 
 def convergence(losses: Sequence[float], target_angles: Sequence[float] | None = None,
-                validation: Sequence[float] | None = None, *, loss_tol: float = 0.05,
-                angle_tol_deg: float = 1.0, validation_tol: float = 0.01) -> dict:
+                validation: Sequence[float] | None = None, *, loss_tol: float = LOSS_TOL,
+                angle_tol_deg: float = ANGLE_TOL_DEG, validation_tol: float = 0.01) -> dict:
     """Check the notebooks' convergence rule on one run's curves.
 
     Args:
@@ -118,8 +122,9 @@ def _flat_before(run: dict, last_decay: float, tolerances: dict) -> bool | None:
         return None
     angles = run.get("target_angles") or None
     if angles is not None:
-        return _flat(angles[:cut], tolerances.get("angle_tol_deg", 1.0), relative=False)[0]
-    return _flat(run["losses"][:cut], tolerances.get("loss_tol", 0.05), relative=True)[0]
+        return _flat(angles[:cut], tolerances.get("angle_tol_deg", ANGLE_TOL_DEG),
+                     relative=False)[0]
+    return _flat(run["losses"][:cut], tolerances.get("loss_tol", LOSS_TOL), relative=True)[0]
 
 
 def convergence_table(runs: dict[str, dict], *, last_decay: float | None = None,
