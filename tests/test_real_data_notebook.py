@@ -105,7 +105,7 @@ def test_notebook_04_trains_and_evaluates_on_the_users_files(user_files, tmp_pat
               "eval_data": str(user_files / "eval")}
     page, res = _execute("04_training_a_face_model", params, tmp_path)
     assert "recordio" in page and "eval_data has no identity labels" in page
-    assert "From LFW to cfp_fp the paper's model changes by" in page
+    assert "From LFW to CFP-FP the paper's model changes by" in page
     # every record of the file was in the data set: steps = epochs x floor(records / batch)
     assert res["steps"] == EPOCHS * (N_IDS * PER_ID // BATCH)
     assert res["train_data"] == params["train_data"]
